@@ -1,0 +1,92 @@
+"""pairwise_distance_variance: native kernel vs pure-torch reference vs cdist().var().
+
+Forward + backward of ``var.sum()`` w.r.t. the points, median over repeats, and the
+peak extra memory of one call. Run from the repository root:
+
+    python -m benchmarks.bench_pairwise_distance_variance [--quick] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from benchmarks.harness import machine, measure, ratio_table, save
+
+
+def _inputs(b, k, d, device, weighted):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b, k, d, generator=g).to(device).requires_grad_()
+    w = torch.rand(b, k, generator=g).to(device) if weighted else None
+    return x, w
+
+
+def case_native(b, k, d, device, weighted):
+    from torch_artic import pairwise_distance_variance
+
+    x, w = _inputs(b, k, d, device, weighted)
+
+    def step():
+        pairwise_distance_variance(x, weights=w).sum().backward()
+
+    return step
+
+
+def case_reference(b, k, d, device, weighted):
+    from torch_artic import _native, pairwise_distance_variance
+
+    x, w = _inputs(b, k, d, device, weighted)
+
+    def step():
+        with _native.forced_fallback():
+            pairwise_distance_variance(x, weights=w).sum().backward()
+
+    return step
+
+
+def case_cdist(b, k, d, device, weighted):
+    x, _ = _inputs(b, k, d, device, False)
+
+    def step():
+        import torch
+
+        torch.cdist(x, x).var(0).sum().backward()
+
+    return step
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one small case, few repeats")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", default=None, help="also write the results as JSON here")
+    args = ap.parse_args(argv)
+    print(machine())
+    sizes = [(256, 16, 3)] if args.quick else [(4096, 64, 3), (1024, 32, 3), (96, 7, 2)]
+    repeats = 3 if args.quick else 15
+    results = []
+    for b, k, d in sizes:
+        for weighted in (False, True):
+            if weighted and (b, k, d) != sizes[0]:
+                continue
+            case = f"B={b} K={k} D={d}" + (" weighted" if weighted else "")
+            impls = [("native", case_native), ("reference", case_reference)]
+            if not weighted:
+                impls.append(("cdist().var()", case_cdist))
+            for name, fn in impls:
+                r = measure(
+                    "pdv fwd+bwd", case, name, fn, b, k, d, args.device, weighted,
+                    repeats=repeats, device=args.device, threads=args.threads,
+                )
+                if r:
+                    results.append(r)
+    print()
+    print(ratio_table(results, "native", f"pairwise_distance_variance ({args.device})"))
+    if args.json:
+        save(results, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""torch-artic: differentiable primitives for self-supervised articulated-pose learning.
+
+See https://github.com/ (docs/) for the guide. The public API:
+
+- :func:`soft_argmax2d`, :func:`gaussian_heatmaps`, :func:`concentration_loss`
+- :func:`pairwise_distance_variance` (native CPU/CUDA kernels)
+- :func:`backend_info`: which native kernels are in use, and why not
+"""
+
+from ._native import backend_info
+from ._version import __version__
+from .coords import denormalize_points, normalize_points, pixel_grid
+from .pairwise_distance_variance import (
+    PairwiseDistanceStats,
+    pairwise_distance_stats,
+    pairwise_distance_variance,
+)
+
+__all__ = [
+    "__version__",
+    "backend_info",
+    "denormalize_points",
+    "normalize_points",
+    "pairwise_distance_stats",
+    "pairwise_distance_variance",
+    "PairwiseDistanceStats",
+    "pixel_grid",
+]

@@ -1,0 +1,89 @@
+"""Argument validation shared by the public ops.
+
+Every public op validates its inputs here before any computation, so a bad call
+raises a ``TypeError`` (wrong kind of object or dtype) or a ``ValueError`` (wrong
+shape or value) that names the argument, the expected shape and the received one.
+Checks look only at metadata (shapes, dtypes, devices): they never read tensor
+values, so they cost no host-device synchronisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+_FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def shape_str(shape) -> str:
+    """``[2, 3]`` style rendering of a shape."""
+    return "[" + ", ".join(str(int(s)) for s in shape) + "]"
+
+
+def check_tensor(x, name: str, *, floating: bool = True) -> torch.Tensor:
+    """``x`` must be a tensor (of a floating dtype unless ``floating=False``)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    if floating and x.dtype not in _FLOATING:
+        raise TypeError(
+            f"`{name}` must have a floating dtype (float16, bfloat16, float32, float64), "
+            f"got {x.dtype}"
+        )
+    return x
+
+
+def check_shape(x: torch.Tensor, name: str, expected: str, ok: bool) -> None:
+    """Raise the library's standard shape error unless ``ok``."""
+    if not ok:
+        raise ValueError(f"`{name}` must have shape {expected}, got {shape_str(x.shape)}")
+
+
+def check_points(points, name: str = "points", *, ndim: int | None = None) -> torch.Tensor:
+    """``points`` must be a floating ``[..., 2]`` tensor (exactly ``ndim`` dims if given)."""
+    check_tensor(points, name)
+    if ndim is None:
+        check_shape(points, name, "[..., 2]", points.dim() >= 1 and points.shape[-1] == 2)
+    else:
+        expected = "[" + ", ".join(["B", "K", "N", "M"][: ndim - 1]) + ", 2]"
+        check_shape(points, name, expected, points.dim() == ndim and points.shape[-1] == 2)
+    return points
+
+
+def check_size(size, name: str = "size") -> tuple[int, int]:
+    """``size`` is an int (square) or a pair ``(H, W)`` of ints, each >= 2."""
+    if isinstance(size, torch.Size):
+        size = tuple(size)
+    if isinstance(size, bool):
+        raise TypeError(f"`{name}` must be an int or a pair (H, W) of ints, got bool")
+    if isinstance(size, int):
+        size = (size, size)
+    if not isinstance(size, Sequence) or len(size) != 2:
+        raise TypeError(f"`{name}` must be an int or a pair (H, W) of ints, got {size!r}")
+    h, w = size
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (h, w)):
+        raise TypeError(f"`{name}` must be an int or a pair (H, W) of ints, got {size!r}")
+    if h < 2 or w < 2:
+        raise ValueError(f"`{name}` must be at least (2, 2) (H, W), got ({h}, {w})")
+    return int(h), int(w)
+
+
+def check_positive(value, name: str) -> float:
+    """A real number > 0 (and finite)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a positive float, got {type(value).__name__}")
+    if not (value > 0.0) or value == float("inf"):
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def check_same(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
+    """``a`` and ``b`` share device and dtype."""
+    if a.device != b.device:
+        raise ValueError(
+            f"`{name_b}` must be on the same device as `{name_a}` ({a.device}), got {b.device}"
+        )
+    if a.dtype != b.dtype:
+        raise TypeError(
+            f"`{name_b}` must have the same dtype as `{name_a}` ({a.dtype}), got {b.dtype}"
+        )

@@ -1,0 +1,262 @@
+r"""Variance over a batch of the distance between every pair of keypoints.
+
+The rigidity signal of the thesis (§5.3.1): two keypoints joined by a rigid limb keep
+their distance in every sample, so the variance of that distance over the batch is
+small. For points :math:`p \in \mathbb{R}^{B \times K \times D}` and optional
+per-sample, per-keypoint weights :math:`w \in \mathbb{R}_{\ge 0}^{B \times K}` (a pair's
+weight is the product :math:`w_{bij} = w_{bi} w_{bj}`; all ones when absent),
+
+.. math::
+
+    d_{bij} = \lVert p_{bi} - p_{bj} \rVert, \quad
+    W_{ij} = \sum_b w_{bij}, \quad V_{ij} = \sum_b w_{bij}^2, \quad
+    \mu_{ij} = \frac{1}{W_{ij}} \sum_b w_{bij} d_{bij}, \quad
+    M_{ij} = \sum_b w_{bij} (d_{bij} - \mu_{ij})^2,
+
+    \operatorname{Var}_{ij} = \frac{M_{ij}}{W_{ij} - V_{ij} / W_{ij}} \ \text{(unbiased)}
+    \quad\text{or}\quad \frac{M_{ij}}{W_{ij}} \ \text{(biased)}.
+
+Unweighted, the unbiased denominator is :math:`B - 1`, as in ``torch.var``. The
+weighted unbiased form is the one for *reliability* weights.
+
+The native kernels (CPU: C++ on torch's thread pool; CUDA) compute the sufficient
+statistics ``(W, V, mu, M)`` two-pass, with float64 (CPU) or float32-or-better (CUDA)
+accumulation, and their backward, in ``O(B K^2 D)`` time and ``O(K^2)`` extra memory:
+no ``[B, K, K]`` tensor is ever formed. The pure-torch reference builds ``[B, K, K, D]``
+differences; it is the fallback and the test oracle.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from . import _native
+from ._checks import check_same, check_shape, check_tensor, shape_str
+
+__all__ = [
+    "PairwiseDistanceStats",
+    "pairwise_distance_stats",
+    "pairwise_distance_variance",
+]
+
+
+class PairwiseDistanceStats(NamedTuple):
+    """Sufficient statistics of the pairwise distances; each ``[K, K]``, symmetric.
+
+    ``wsum`` = W (total pair weight, ``B`` when unweighted), ``w2sum`` = V (sum of
+    squared pair weights), ``mean`` = mu (weighted mean distance, 0 where W = 0),
+    ``m2`` = M (weighted sum of squared deviations from ``mean``). Two sets of these
+    statistics merge exactly (Chan et al.), which is how the distributed variance is
+    combined across ranks.
+    """
+
+    wsum: torch.Tensor
+    w2sum: torch.Tensor
+    mean: torch.Tensor
+    m2: torch.Tensor
+
+
+def _safe_norm(diff: torch.Tensor) -> torch.Tensor:
+    """``||diff||`` over the last dim with gradient 0 (not NaN) where ``diff == 0``."""
+    sq = (diff * diff).sum(-1)
+    zero = sq == 0  # (NaN stays NaN)
+    return torch.where(zero, 0.0, torch.sqrt(torch.where(zero, torch.ones_like(sq), sq)))
+
+
+def _stats_reference(points: torch.Tensor, weights: torch.Tensor | None) -> PairwiseDistanceStats:
+    """Pure-torch statistics (forms ``[B, K, K, D]``): the fallback and the oracle."""
+    acc = torch.float64 if points.dtype == torch.float64 else torch.float32
+    p = points.to(acc)
+    d = _safe_norm(p[:, :, None, :] - p[:, None, :, :])  # [B, K, K]
+    if weights is None:
+        b = p.shape[0]
+        wsum = torch.full(d.shape[1:], float(b), dtype=acc, device=p.device)
+        w2sum = wsum.clone()
+        mean = d.mean(0)
+        m2 = ((d - mean) ** 2).sum(0)
+    else:
+        w = weights.to(acc)
+        wp = w[:, :, None] * w[:, None, :]
+        wsum = wp.sum(0)
+        w2sum = (wp * wp).sum(0)
+        safe = torch.where(wsum > 0, wsum, torch.ones_like(wsum))
+        mean = torch.where(wsum > 0, (wp * d).sum(0) / safe, 0.0)
+        m2 = (wp * (d - mean) ** 2).sum(0)
+    return PairwiseDistanceStats(*(t.to(points.dtype) for t in (wsum, w2sum, mean, m2)))
+
+
+def _validate(points, weights) -> None:
+    check_tensor(points, "points")
+    check_shape(points, "points", "[B, K, D]", points.dim() == 3 and points.shape[-1] >= 1)
+    b, k, _ = points.shape
+    if k < 2:
+        raise ValueError(
+            f"`points` must have K >= 2 keypoints ([B, K, D]), got {shape_str(points.shape)}"
+        )
+    if weights is not None:
+        check_tensor(weights, "weights")
+        check_shape(weights, "weights", f"[B, K] = [{b}, {k}]", tuple(weights.shape) == (b, k))
+        check_same("points", points, "weights", weights)
+
+
+def _native_stats(points, weights):
+    return PairwiseDistanceStats(
+        *torch.ops.torch_artic.pairwise_distance_stats(points.contiguous(), _contig(weights))
+    )
+
+
+def _contig(t):
+    return None if t is None else t.contiguous()
+
+
+def pairwise_distance_stats(
+    points: torch.Tensor, weights: torch.Tensor | None = None
+) -> PairwiseDistanceStats:
+    """Sufficient statistics ``(W, V, mu, M)`` of every pairwise distance over the batch.
+
+    Args:
+        points: ``[B, K, D]`` keypoints (any D >= 1; D <= 8 on the native CPU path).
+        weights: optional ``[B, K]`` non-negative per-sample, per-keypoint weights
+            (visibility / confidence); a pair's weight is the product of its two.
+
+    Returns:
+        :class:`PairwiseDistanceStats` of four symmetric ``[K, K]`` tensors (see the
+        module docstring for the formulas). Differentiable w.r.t. ``points`` and
+        ``weights`` (first and higher order).
+
+    Example:
+        >>> st = pairwise_distance_stats(torch.randn(8, 5, 3))
+        >>> st.mean.shape, float(st.wsum[0, 1])
+        (torch.Size([5, 5]), 8.0)
+    """
+    _validate(points, weights)
+    if _native.native_op("pairwise_distance_stats", points) is not None:
+        return _native_stats(points, weights)
+    return _stats_reference(points, weights)
+
+
+def pairwise_distance_variance(
+    points: torch.Tensor, *, unbiased: bool = True, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""Variance over the batch of the distance between every pair of keypoints.
+
+    .. math::
+
+        \operatorname{Var}_{ij} = \frac{\sum_b w_{bij} (d_{bij} - \mu_{ij})^2}
+        {W_{ij} - V_{ij}/W_{ij}}, \qquad d_{bij} = \lVert p_{bi} - p_{bj} \rVert
+
+    (denominator ``W`` when ``unbiased=False``; ``B - 1`` resp. ``B`` unweighted).
+
+    Args:
+        points: ``[B, K, D]`` keypoints, B >= 2 (>= 1 if ``unbiased=False``), K >= 2.
+        unbiased: Bessel-corrected (default) or population variance.
+        weights: optional ``[B, K]`` non-negative weights; a pair's weight is the
+            product of its two keypoints' weights.
+
+    Returns:
+        ``[K, K]`` symmetric, non-negative, zero diagonal, in the dtype of ``points``.
+        The gradient at coincident points is finite (zero from that pair's distance).
+
+    Raises:
+        ValueError: bad shapes; ``B < 2`` for the unbiased form; and, for CPU tensors,
+            weights that leave a pair without enough total weight for the chosen
+            denominator. (On CUDA that check would need a host sync: such pairs are
+            NaN instead.)
+
+    Cost: ``O(B K^2 D)`` time, ``O(K^2)`` extra memory with the native kernels.
+
+    Example:
+        >>> x = torch.randn(16, 4, 3)
+        >>> v = pairwise_distance_variance(x)
+        >>> torch.allclose(v, torch.cdist(x, x).var(0), atol=1e-5)
+        True
+    """
+    _validate(points, weights)
+    b = points.shape[0]
+    if unbiased and b < 2:
+        raise ValueError(
+            f"`points` needs a batch of B >= 2 samples for the unbiased variance, "
+            f"got {shape_str(points.shape)}"
+        )
+    st = pairwise_distance_stats(points, weights)
+    if weights is None:
+        return st.m2 / float(b - 1 if unbiased else b)
+    denom = st.wsum - st.w2sum / torch.where(st.wsum > 0, st.wsum, 1.0) if unbiased else st.wsum
+    k = points.shape[1]
+    eye = torch.eye(k, dtype=torch.bool, device=points.device)
+    if points.device.type == "cpu" and not torch.compiler.is_compiling():
+        bad = int(((denom <= 0) & ~eye).sum()) // 2
+        if bad:
+            raise ValueError(
+                f"`weights` leave {bad} keypoint pair(s) with too little total weight for the "
+                f"{'unbiased' if unbiased else 'biased'} variance (each pair needs non-zero "
+                "weight in at least two samples for the unbiased form, one for the biased)"
+            )
+    var = st.m2 / denom
+    return var.masked_fill(eye, 0.0)
+
+
+# --------------------------------------------------------------------------- native op
+
+
+def _register_native() -> None:
+    op = "torch_artic::pairwise_distance_stats"
+
+    @torch.library.register_fake(op)
+    def _fake(points, weights):
+        k = points.shape[1]
+        return tuple(points.new_empty(k, k) for _ in range(4))
+
+    @torch.library.register_fake(op + "_backward")
+    def _fake_backward(points, weights, mean, cm2, cmean, cwsum, cw2sum):
+        gw = points.new_empty(weights.shape) if weights is not None else points.new_empty(0)
+        return points.new_empty(points.shape), gw
+
+    def _setup_context(ctx, inputs, output):
+        points, weights = inputs
+        wsum, _, mean, _ = output
+        ctx.has_weights = weights is not None
+        ctx.save_for_backward(points, weights, wsum, mean)
+
+    def _backward(ctx, g_wsum, g_w2sum, g_mean, g_m2):
+        points, weights, wsum, mean = ctx.saved_tensors
+        grads = (g_wsum, g_w2sum, g_mean, g_m2)
+        if torch.is_grad_enabled():
+            # create_graph=True (higher-order gradients): differentiate the pure-torch
+            # reference instead; the native backward kernel is first-order only.
+            ins = (points,) if weights is None else (points, weights)
+            ins = tuple(t.detach().requires_grad_() if not t.requires_grad else t for t in ins)
+            out = _stats_reference(ins[0], ins[1] if weights is not None else None)
+            pairs = [(o, g) for o, g in zip(out, grads) if g is not None]
+            res = torch.autograd.grad(
+                [o for o, _ in pairs],
+                ins,
+                [g for _, g in pairs],
+                create_graph=True,
+                allow_unused=True,
+            )
+            return res[0], (res[1] if weights is not None else None)
+
+        def sym(g):
+            return torch.zeros_like(mean) if g is None else g + g.mT
+
+        safe_w = torch.where(wsum > 0, wsum, torch.ones_like(wsum))
+        coef_mean = torch.where(wsum > 0, sym(g_mean) / safe_w, 0.0)
+        gp, gw = torch.ops.torch_artic.pairwise_distance_stats_backward(
+            points,
+            _contig(weights),
+            mean,
+            sym(g_m2).contiguous(),
+            coef_mean.contiguous(),
+            sym(g_wsum).contiguous(),
+            sym(g_w2sum).contiguous(),
+        )
+        return gp, (gw if ctx.has_weights else None)
+
+    torch.library.register_autograd(op, _backward, setup_context=_setup_context)
+
+
+if _native.extension_loaded():
+    _register_native()
