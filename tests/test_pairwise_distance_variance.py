@@ -306,3 +306,67 @@ def test_nan_in_nan_out(backend):
     v = pairwise_distance_variance(x)
     assert torch.isnan(v[0, 1]) and torch.isnan(v[1, 2])
     assert torch.isfinite(v[0, 2])
+
+
+# ------------------------------------------------------------------ CUDA (runs where a GPU is)
+
+cuda = pytest.mark.skipif(
+    not torch.cuda.is_available()
+    or "cuda" not in _native.native_devices("pairwise_distance_stats"),
+    reason="no CUDA device or no CUDA kernel built",
+)
+
+
+@cuda
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_cpu(weighted, dtype):
+    x = torch.randn(300, 13, 3, dtype=dtype)
+    w = torch.rand(300, 13, dtype=dtype) + 0.1 if weighted else None
+    xc = x.cuda().requires_grad_()
+    wc = w.cuda().requires_grad_() if weighted else None
+    xr = x.clone().requires_grad_()
+    wr = w.clone().requires_grad_() if weighted else None
+    vc = pairwise_distance_variance(xc, weights=wc)
+    vr = pairwise_distance_variance(xr, weights=wr)
+    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else {}
+    torch.testing.assert_close(vc.cpu(), vr, **tol)
+    coef = torch.randn(13, 13, dtype=dtype)
+    ins_c = [xc] + ([wc] if weighted else [])
+    ins_r = [xr] + ([wr] if weighted else [])
+    gc = torch.autograd.grad((vc * coef.cuda()).sum(), ins_c)
+    gr = torch.autograd.grad((vr * coef).sum(), ins_r)
+    for a, b in zip(gc, gr):
+        torch.testing.assert_close(a.cpu(), b, **tol)
+
+
+@cuda
+def test_cuda_gradcheck_and_opcheck():
+    x = torch.randn(6, 5, 3, dtype=torch.float64, device="cuda")
+    w = torch.rand(6, 5, dtype=torch.float64, device="cuda") + 0.2
+    assert_gradients(lambda x, w: pairwise_distance_variance(x, weights=w), (x, w))
+    torch.library.opcheck(
+        torch.ops.torch_artic.pairwise_distance_stats.default,
+        (x.clone().requires_grad_(), w.clone().requires_grad_()),
+    )
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_half_precision_accumulates_in_float(dtype):
+    x = torch.randn(2048, 8, 3, device="cuda")
+    v16 = pairwise_distance_variance(x.to(dtype))
+    assert v16.dtype == dtype
+    ref = pairwise_distance_variance(x.to(dtype).double())
+    torch.testing.assert_close(v16.double(), ref, atol=2e-2, rtol=2e-2)
+
+
+@cuda
+def test_cuda_deterministic():
+    x = torch.randn(1000, 20, 3, device="cuda", requires_grad=True)
+    runs = []
+    for _ in range(2):
+        v = pairwise_distance_variance(x)
+        (g,) = torch.autograd.grad((v * v).sum(), x)
+        runs.append((v, g))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])

@@ -10,19 +10,25 @@ See https://github.com/ (docs/) for the guide. The public API:
 from ._native import backend_info
 from ._version import __version__
 from .coords import denormalize_points, normalize_points, pixel_grid
+from .heatmaps import concentration_loss, gaussian_heatmaps
 from .pairwise_distance_variance import (
     PairwiseDistanceStats,
     pairwise_distance_stats,
     pairwise_distance_variance,
 )
+from .soft_argmax import SoftArgmaxResult, soft_argmax2d
 
 __all__ = [
     "__version__",
     "backend_info",
+    "concentration_loss",
+    "gaussian_heatmaps",
     "denormalize_points",
     "normalize_points",
     "pairwise_distance_stats",
     "pairwise_distance_variance",
     "PairwiseDistanceStats",
     "pixel_grid",
+    "soft_argmax2d",
+    "SoftArgmaxResult",
 ]
