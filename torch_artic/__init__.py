@@ -11,16 +11,19 @@ from ._native import backend_info
 from ._version import __version__
 from .coords import denormalize_points, normalize_points, pixel_grid
 from .heatmaps import concentration_loss, gaussian_heatmaps
+from .mtl import BalancedMTL
 from .pairwise_distance_variance import (
     PairwiseDistanceStats,
     pairwise_distance_stats,
     pairwise_distance_variance,
 )
 from .soft_argmax import SoftArgmaxResult, soft_argmax2d
+from .tps import TPSWarp, random_tps, scale_tps, tps_warp
 
 __all__ = [
     "__version__",
     "backend_info",
+    "BalancedMTL",
     "concentration_loss",
     "gaussian_heatmaps",
     "denormalize_points",
@@ -31,4 +34,8 @@ __all__ = [
     "pixel_grid",
     "soft_argmax2d",
     "SoftArgmaxResult",
+    "random_tps",
+    "scale_tps",
+    "tps_warp",
+    "TPSWarp",
 ]
