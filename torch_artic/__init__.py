@@ -11,12 +11,14 @@ from ._native import backend_info
 from ._version import __version__
 from .coords import denormalize_points, normalize_points, pixel_grid
 from .heatmaps import concentration_loss, gaussian_heatmaps
+from .mst import dmst
 from .mtl import BalancedMTL
 from .pairwise_distance_variance import (
     PairwiseDistanceStats,
     pairwise_distance_stats,
     pairwise_distance_variance,
 )
+from .skeleton import LVMST, limb_variance_loss, lvmst, self_consistency_loss
 from .soft_argmax import SoftArgmaxResult, soft_argmax2d
 from .tps import TPSWarp, random_tps, scale_tps, tps_warp
 
@@ -25,6 +27,11 @@ __all__ = [
     "backend_info",
     "BalancedMTL",
     "concentration_loss",
+    "dmst",
+    "limb_variance_loss",
+    "lvmst",
+    "LVMST",
+    "self_consistency_loss",
     "gaussian_heatmaps",
     "denormalize_points",
     "normalize_points",

@@ -37,8 +37,11 @@ from ._checks import check_same, check_shape, check_tensor, shape_str
 
 __all__ = [
     "PairwiseDistanceStats",
+    "gather_stats",
+    "merge_stats",
     "pairwise_distance_stats",
     "pairwise_distance_variance",
+    "variance_from_stats",
 ]
 
 
@@ -65,11 +68,27 @@ def _safe_norm(diff: torch.Tensor) -> torch.Tensor:
     return torch.where(zero, 0.0, torch.sqrt(torch.where(zero, torch.ones_like(sq), sq)))
 
 
-def _stats_reference(points: torch.Tensor, weights: torch.Tensor | None) -> PairwiseDistanceStats:
-    """Pure-torch statistics (forms ``[B, K, K, D]``): the fallback and the oracle."""
+def _log_norm(diff: torch.Tensor, eps: float) -> torch.Tensor:
+    """``log sqrt(||diff||^2 + eps^2)``: finite value and gradient at ``diff == 0``."""
+    return 0.5 * torch.log((diff * diff).sum(-1) + eps * eps)
+
+
+def _stats_reference(
+    points: torch.Tensor, weights: torch.Tensor | None, *, log_eps: float | None = None
+) -> PairwiseDistanceStats:
+    """Pure-torch statistics (forms ``[B, K, K, D]``): the fallback and the oracle.
+
+    With ``log_eps`` the statistics are those of ``log sqrt(d^2 + log_eps^2)`` instead
+    of ``d`` (the scale-invariant variant of :func:`torch_artic.lvmst`; diagonal 0).
+    """
     acc = torch.float64 if points.dtype == torch.float64 else torch.float32
     p = points.to(acc)
-    d = _safe_norm(p[:, :, None, :] - p[:, None, :, :])  # [B, K, K]
+    diff = p[:, :, None, :] - p[:, None, :, :]
+    if log_eps is None:
+        d = _safe_norm(diff)  # [B, K, K]
+    else:
+        eye = torch.eye(diff.shape[1], dtype=torch.bool, device=diff.device)
+        d = _log_norm(diff, log_eps).masked_fill(eye, 0.0)
     if weights is None:
         b = p.shape[0]
         wsum = torch.full(d.shape[1:], float(b), dtype=acc, device=p.device)
@@ -85,6 +104,68 @@ def _stats_reference(points: torch.Tensor, weights: torch.Tensor | None) -> Pair
         mean = torch.where(wsum > 0, (wp * d).sum(0) / safe, 0.0)
         m2 = (wp * (d - mean) ** 2).sum(0)
     return PairwiseDistanceStats(*(t.to(points.dtype) for t in (wsum, w2sum, mean, m2)))
+
+
+def merge_stats(parts) -> PairwiseDistanceStats:
+    r"""Merge the statistics of disjoint batches exactly (Chan et al.'s parallel update).
+
+    .. math::
+
+        W = \sum_r W_r,\quad \mu = \frac{\sum_r W_r \mu_r}{W},\quad
+        M = \sum_r \big(M_r + W_r (\mu_r - \mu)^2\big),\quad V = \sum_r V_r
+
+    No sum of squares is formed, so the merge is as stable as the parts.
+    Differentiable.
+
+    Args:
+        parts: a sequence of :class:`PairwiseDistanceStats` (each ``[K, K]``).
+
+    Returns:
+        The :class:`PairwiseDistanceStats` of the union of the batches.
+
+    Example:
+        >>> x = torch.randn(10, 4, 3, dtype=torch.float64)
+        >>> m = merge_stats([pairwise_distance_stats(x[:3]), pairwise_distance_stats(x[3:])])
+        >>> torch.allclose(m.m2, pairwise_distance_stats(x).m2)
+        True
+    """
+    parts = [PairwiseDistanceStats(*p) for p in parts]
+    wsum = torch.stack([p.wsum for p in parts]).sum(0)
+    w2sum = torch.stack([p.w2sum for p in parts]).sum(0)
+    safe = torch.where(wsum > 0, wsum, torch.ones_like(wsum))
+    mean = torch.stack([p.wsum * p.mean for p in parts]).sum(0) / safe
+    mean = torch.where(wsum > 0, mean, 0.0)
+    m2 = torch.stack([p.m2 + p.wsum * (p.mean - mean) ** 2 for p in parts]).sum(0)
+    return PairwiseDistanceStats(wsum, w2sum, mean, m2)
+
+
+def gather_stats(stats: PairwiseDistanceStats, group) -> PairwiseDistanceStats:
+    """The statistics of the global batch across the ranks of ``group``.
+
+    All-gathers every rank's ``(W, V, mu, M)`` with the differentiable
+    ``torch.distributed.nn.functional.all_gather`` and merges them with
+    :func:`merge_stats`. Values equal the single-process result on the concatenated
+    batch. Gradients follow ``all_gather``'s convention: a rank's local gradient is the
+    sum over ranks of their losses' gradients, so that DDP's averaging over ranks gives
+    exactly the gradient of the global-batch loss (for a loss computed identically on
+    every rank, each rank's local gradient is world_size times the single-process one).
+
+    Args:
+        stats: this rank's :class:`PairwiseDistanceStats`.
+        group: a ``torch.distributed`` process group (``torch.distributed.group.WORLD``
+            for all ranks).
+
+    Returns:
+        The merged :class:`PairwiseDistanceStats`, identical on every rank.
+    """
+    import torch.distributed as dist
+    from torch.distributed.nn.functional import all_gather
+
+    if not dist.is_available() or not dist.is_initialized():
+        raise ValueError("`group` was given but torch.distributed is not initialized")
+    stacked = torch.stack(tuple(stats)).contiguous()  # [4, K, K]
+    parts = all_gather(stacked, group=group)
+    return merge_stats([PairwiseDistanceStats(*t.unbind(0)) for t in parts])
 
 
 def _validate(points, weights) -> None:
@@ -138,7 +219,11 @@ def pairwise_distance_stats(
 
 
 def pairwise_distance_variance(
-    points: torch.Tensor, *, unbiased: bool = True, weights: torch.Tensor | None = None
+    points: torch.Tensor,
+    *,
+    unbiased: bool = True,
+    weights: torch.Tensor | None = None,
+    group=None,
 ) -> torch.Tensor:
     r"""Variance over the batch of the distance between every pair of keypoints.
 
@@ -150,10 +235,14 @@ def pairwise_distance_variance(
     (denominator ``W`` when ``unbiased=False``; ``B - 1`` resp. ``B`` unweighted).
 
     Args:
-        points: ``[B, K, D]`` keypoints, B >= 2 (>= 1 if ``unbiased=False``), K >= 2.
+        points: ``[B, K, D]`` keypoints, B >= 2 (>= 1 if ``unbiased=False`` or with a
+            ``group``), K >= 2.
         unbiased: Bessel-corrected (default) or population variance.
         weights: optional ``[B, K]`` non-negative weights; a pair's weight is the
             product of its two keypoints' weights.
+        group: a ``torch.distributed`` process group: the variance then covers the
+            global batch of all its ranks (see :func:`gather_stats` for the gradient
+            convention). ``None`` (default): this process's batch only.
 
     Returns:
         ``[K, K]`` symmetric, non-negative, zero diagonal, in the dtype of ``points``.
@@ -174,19 +263,36 @@ def pairwise_distance_variance(
         True
     """
     _validate(points, weights)
-    b = points.shape[0]
-    if unbiased and b < 2:
+    if unbiased and group is None and points.shape[0] < 2:
         raise ValueError(
             f"`points` needs a batch of B >= 2 samples for the unbiased variance, "
             f"got {shape_str(points.shape)}"
         )
     st = pairwise_distance_stats(points, weights)
-    if weights is None:
-        return st.m2 / float(b - 1 if unbiased else b)
-    denom = st.wsum - st.w2sum / torch.where(st.wsum > 0, st.wsum, 1.0) if unbiased else st.wsum
-    k = points.shape[1]
-    eye = torch.eye(k, dtype=torch.bool, device=points.device)
-    if points.device.type == "cpu" and not torch.compiler.is_compiling():
+    if group is not None:
+        st = gather_stats(st, group)
+    return variance_from_stats(st, unbiased=unbiased)
+
+
+def variance_from_stats(st: PairwiseDistanceStats, *, unbiased: bool = True) -> torch.Tensor:
+    """``[K, K]`` variance from (merged) statistics, with a zero diagonal.
+
+    ``M / (W - V / W)`` (unbiased, reliability weights) or ``M / W``. For CPU tensors a
+    pair whose denominator is not positive (too little weight) is a ``ValueError``; on
+    CUDA it is NaN (no host sync for validation).
+
+    Args:
+        st: :class:`PairwiseDistanceStats` of ``[K, K]`` tensors.
+        unbiased: the denominator, as in :func:`pairwise_distance_variance`.
+
+    Returns:
+        ``[K, K]`` variance.
+    """
+    k = st.m2.shape[-1]
+    eye = torch.eye(k, dtype=torch.bool, device=st.m2.device)
+    safe = torch.where(st.wsum > 0, st.wsum, torch.ones_like(st.wsum))
+    denom = st.wsum - st.w2sum / safe if unbiased else st.wsum
+    if st.m2.device.type == "cpu" and not torch.compiler.is_compiling():
         bad = int(((denom <= 0) & ~eye).sum()) // 2
         if bad:
             raise ValueError(
@@ -194,8 +300,7 @@ def pairwise_distance_variance(
                 f"{'unbiased' if unbiased else 'biased'} variance (each pair needs non-zero "
                 "weight in at least two samples for the unbiased form, one for the biased)"
             )
-    var = st.m2 / denom
-    return var.masked_fill(eye, 0.0)
+    return (st.m2 / denom).masked_fill(eye, 0.0)
 
 
 # --------------------------------------------------------------------------- native op

@@ -1,0 +1,384 @@
+"""Differentiable minimum spanning trees (thesis §5.3.1.1, Listing 5.1).
+
+:func:`dmst` maps ``[..., K, K]`` edge weights to a ``[..., K, K]`` spanning-tree
+adjacency in one of four modes:
+
+- ``"hard"``: the exact minimum spanning tree (Prim's algorithm, vectorised over the
+  batch, O(K^2) per graph), with deterministic tie-breaking;
+- ``"soft"``: the edge marginals of the Gibbs distribution over spanning trees,
+  ``p(T) ∝ exp(-w(T) / tau)``, from the matrix-tree theorem;
+- ``"ste"`` (default): the exact tree forward, the ``"soft"`` gradient backward
+  (straight-through) — what the thesis's Listing 5.1 set out to do;
+- ``"perturbed"``: the perturbed optimiser of Berthet et al. (2020), the mean of
+  exact trees under Gaussian noise, with its Monte-Carlo gradient estimator.
+
+See ``docs/mst.md`` for the derivations.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._checks import check_positive, check_shape, check_tensor
+
+__all__ = ["dmst"]
+
+_MODES = ("hard", "ste", "soft", "perturbed")
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+
+
+def _symmetrize(w: torch.Tensor) -> torch.Tensor:
+    """``min(W, W^T)``: the undirected graph whose edge (i, j) costs the cheaper of
+    ``w_ij`` and ``w_ji`` (scipy's rule for directed input). Exact for a symmetric W."""
+    return torch.minimum(w, w.transpose(-1, -2))
+
+
+def _nan_graphs(s: torch.Tensor) -> torch.Tensor:
+    """``[N]`` bool: graphs of ``[N, K, K]`` (zero diagonal) with a NaN weight."""
+    return torch.isnan(s.amin((1, 2)))  # amin propagates NaN (and ±inf give no NaN)
+
+
+def _prim(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prim's algorithm on ``[N, K, K]`` symmetric weights, vectorised over N.
+
+    Edges are compared by the key ``(w_ij, i, j)`` (i < j), a strict total order, so the
+    result is the unique tree that is minimal in that order: an MST by weight and, among
+    tied MSTs, the one Kruskal's algorithm returns when it scans the edges sorted by
+    weight, then by (i, j). K - 1 steps of O(K) float work per graph (no sorting); the
+    diagonal is never read. Every node v keeps the key (best[v], code[v]) of its
+    cheapest edge to the tree (code = min(i, j) * K + max(i, j)); a step takes the node
+    with the smallest key and relaxes the keys of the others with the new node's row.
+    Written with float arithmetic only (sign, minimum, index_select): boolean masks and
+    integer reductions are several times slower on CPU.
+
+    Returns ``parent [N, K]`` (the tree edge of node v >= 1 is (v, parent[v]);
+    parent[0] = 0) and ``order [N, K]`` (order[:, s] = the node added at step s;
+    order[:, 0] = 0, so a node's parent is always added before it). A graph with NaN
+    weights gets an arbitrary tree of valid indices.
+    """
+    n, k = s.shape[0], s.shape[-1]
+    dev = s.device
+    cdt = s.dtype if s.dtype in (torch.float32, torch.float64) else torch.float32
+    if k > 2000:  # codes (<= 4 K^2 + 1 below) must be exact integers in cdt
+        cdt = torch.float64
+    s = s.to(cdt)
+    flat = s.reshape(n * k, k)
+    rows = torch.arange(n, device=dev)
+    base = rows * k
+    nodes = torch.arange(k, device=dev)
+    codes = torch.minimum(nodes[:, None], nodes) * k + torch.maximum(nodes[:, None], nodes)
+    codes = codes.to(cdt)
+    big = float(k * k)  # every code is < big
+    inf = float("inf")
+    # State of each node: best weight / code of its cheapest edge to the tree. Tree
+    # nodes are pinned to (+inf, 2 big); pen / pen_code mask their columns when a new
+    # row is read (+inf / 2 big on tree nodes, -inf / -1 elsewhere).
+    best = s[:, 0, :].clone()
+    code = codes[0].expand(n, k).clone()
+    pen = torch.full((n, k), -inf, dtype=cdt, device=dev)
+    pen_code = torch.full((n, k), -1.0, dtype=cdt, device=dev)
+    best[:, 0] = inf
+    code[:, 0] = 2 * big
+    pen[:, 0] = inf
+    pen_code[:, 0] = 2 * big
+    parent = torch.zeros(n, k, dtype=torch.long, device=dev)
+    order = torch.zeros(n, k, dtype=torch.long, device=dev)
+    off = torch.empty_like(best)
+    sgn = torch.empty_like(best)
+    row = torch.empty_like(best)
+    row_code = torch.empty_like(best)
+    for step in range(1, k):
+        # select: smallest weight, then smallest code (codes of non-tree nodes < big)
+        low = best.amin(1, keepdim=True)
+        torch.sub(best, low, out=off).sign_().nan_to_num_(0.0)  # 0 on ties, else 1
+        chosen = torch.add(code, off, alpha=2 * big + 1).amin(1).long()
+        a = torch.div(chosen, k, rounding_mode="floor")
+        b = chosen - a * k
+        v = torch.where(pen.view(-1)[base + a] > 0, b, a)  # the endpoint not in the tree
+        order[:, step] = v
+        parent[rows, v] = a + b - v
+        idx = base + v
+        pen.view(-1).index_fill_(0, idx, inf)
+        pen_code.view(-1).index_fill_(0, idx, 2 * big)
+        best.view(-1).index_fill_(0, idx, inf)
+        code.view(-1).index_fill_(0, idx, 2 * big)
+        # relax with the row of v: lexicographic min of (best, code) and (row, row_code)
+        torch.maximum(flat.index_select(0, idx), pen, out=row)
+        torch.maximum(codes.index_select(0, v), pen_code, out=row_code)
+        torch.sub(row, best, out=sgn).sign_().nan_to_num_(0.0)  # inf - inf: a tie
+        # sgn = -1: take row_code; +1: keep code; 0: the smaller. Shift the loser up
+        # and the winner down by big, take the min, undo the shift (exact integers).
+        torch.add(row_code, sgn, alpha=big, out=row_code)
+        torch.sub(code, sgn, alpha=big, out=code)
+        torch.minimum(code, row_code, out=code)
+        code.add_(sgn.abs_(), alpha=big)
+        torch.minimum(best, row, out=best)
+    return parent, order
+
+
+def _adjacency(parent: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[N, K, K]`` symmetric 0/1 adjacency of the tree given by ``parent``."""
+    n, k = parent.shape
+    flat = torch.zeros(n * k * k, dtype=dtype, device=parent.device)
+    base = torch.arange(n, device=parent.device)[:, None] * (k * k)
+    child = torch.arange(1, k, device=parent.device)
+    par = parent[:, 1:]
+    flat.index_fill_(0, (base + child * k + par).reshape(-1), 1.0)  # (v, parent[v])
+    flat.index_fill_(0, (base + par * k + child).reshape(-1), 1.0)  # (parent[v], v)
+    return flat.view(n, k, k)
+
+
+def _ancestors(parent: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``anc [N, K, K]`` float64: anc[n, v, t] = 1 iff tree edge (t, parent[t]) (t >= 1)
+    lies on the path from v to the root 0, i.e. t is v or one of its ancestors."""
+    n, k = parent.shape
+    rows = torch.arange(n, device=parent.device)
+    anc = torch.zeros(n, k, k, dtype=torch.float64, device=parent.device)
+    for step in range(1, k):
+        v = order[:, step]
+        p = parent[rows, v]
+        anc[rows, v] = anc[rows, p]
+        anc[rows, v, v] = 1.0
+    return anc
+
+
+def _relative_scale(w: torch.Tensor) -> torch.Tensor:
+    """``[N]`` detached typical magnitude of the ``[N, E]`` edge weights: the mean gap
+    above the minimum, ``mean_e(w_e) - min_e(w_e)`` (1 where all weights are equal)."""
+    w = w.detach()
+    scale = w.mean(1) - w.amin(1)
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+def _soft(
+    s: torch.Tensor,
+    tau: torch.Tensor,
+    tree: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Gibbs edge marginals of ``[N, K, K]`` symmetric weights at the absolute
+    temperatures ``tau [N]`` (no gradient), as float64 ``[N, K, K]``. ``tree`` is the
+    ``(parent, order)`` of an MST of ``s`` if already known.
+
+    Matrix-tree theorem in the edge basis of the MST T* (see docs/mst.md): with
+    u_e = sqrt(a_e) D^{-1/2} c_e (c_e = the path of e in T*, D = diag of the T* edge
+    conductances, a_e = exp(-w_e / tau)), the reduced Laplacian is congruent to
+    Q = sum_e u_e u_e^T >= I and mu_e = u_e^T Q^{-1} u_e. Every entry of u_e is
+    +-exp(-(w_e - w_t) / (2 tau)) with w_t <= w_e (cycle property), in [0, 1].
+    """
+    n, k = s.shape[0], s.shape[-1]
+    s64 = s.to(torch.float64)
+    iu, ju = torch.triu_indices(k, k, 1, device=s.device)
+    w = s64[:, iu, ju]  # [N, E]
+    rows = torch.arange(n, device=s.device)
+    with torch.no_grad():
+        parent, order = _prim(s64.detach()) if tree is None else tree
+        tau = tau.to(torch.float64)
+        anc = _ancestors(parent, order)[:, :, 1:]  # [N, K, K-1]
+        c = (anc[:, iu] - anc[:, ju]).transpose(1, 2)  # [N, K-1, E], in {-1, 0, 1}
+    w_tree = s64[rows[:, None], torch.arange(1, k, device=s.device), parent[:, 1:]]
+    x = (w_tree[:, :, None] - w[:, None, :]) / (2.0 * tau[:, None, None])
+    # x <= 0 wherever c != 0 (cycle property); the clamp only tames the entries that
+    # c zeroes (and passes the full gradient at x = 0, unlike torch.minimum)
+    u = c * torch.exp(x.clamp(max=0.0))  # [N, K-1, E]
+    q = u @ u.transpose(1, 2)  # [N, K-1, K-1], q >= I
+    chol, _ = torch.linalg.cholesky_ex(q)
+    z = torch.linalg.solve_triangular(chol, u, upper=False)
+    mu = (z * z).sum(1)  # [N, E]
+    out = s64.new_zeros(n, k, k)
+    out[:, iu, ju] = mu
+    return out + out.transpose(1, 2)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: ``hard``; backward: the incoming gradient goes to ``soft`` unchanged."""
+
+    @staticmethod
+    def forward(ctx, hard, soft):
+        return hard.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, grad
+
+
+class _PerturbedMST(torch.autograd.Function):
+    """Berthet et al. (2020): y = mean_s MST(w + sigma Z_s), with the Monte-Carlo
+    estimate of d/dw E[MST(w + sigma Z)] = E[MST(w + sigma Z) Z^T] / sigma."""
+
+    @staticmethod
+    def forward(ctx, w, noise, sigma, k):
+        # w [N, E], noise [S, N, E], sigma [N]
+        num, n, e = noise.shape
+        pert = w[None] + sigma[None, :, None] * noise  # [S, N, E]
+        iu, ju = torch.triu_indices(k, k, 1, device=w.device)
+        full = w.new_zeros(num * n, k, k)
+        full[:, iu, ju] = pert.reshape(num * n, e)
+        full = full + full.transpose(1, 2)
+        parent, _ = _prim(full)
+        y = _adjacency(parent, w.dtype)[:, iu, ju].reshape(num, n, e)
+        ctx.save_for_backward(y, noise, sigma)
+        return y.mean(0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, noise, sigma = ctx.saved_tensors
+        dot = (y * grad[None]).sum(-1, keepdim=True)  # [S, N, 1]
+        return (dot * noise).mean(0) / sigma[:, None], None, None, None
+
+
+# --------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------
+
+
+def dmst(
+    weights: torch.Tensor,
+    *,
+    mode: str = "ste",
+    temperature: float = 0.1,
+    num_samples: int = 32,
+    noise_scale: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    r"""Differentiable minimum spanning tree of a batch of complete weighted graphs.
+
+    The graph on K nodes has edge (i, j) of weight ``w_ij``; the result is the
+    adjacency of its minimum spanning tree (MST), relaxed according to ``mode``:
+
+    - ``"hard"``: the exact MST, as 0/1 adjacency. Prim's algorithm, vectorised over
+      the batch: K - 1 steps of O(K) work per graph, **O(K^2) per tree**. Edges are
+      compared by ``(w_ij, i, j)`` with i < j, so ties go to the lowest index pair: the
+      tree is the one Kruskal's algorithm returns scanning edges sorted by weight, then
+      row-major, and a deterministic function of the input. It depends only on the
+      order of the weights (invariant to any strictly increasing transform). Its total
+      weight equals ``scipy.sparse.csgraph.minimum_spanning_tree``'s (note that scipy
+      reads zero entries as missing edges; here every off-diagonal entry is an edge).
+      Accepts ``±inf`` weights. Not differentiable (the output has no gradient).
+    - ``"soft"``: the edge marginals :math:`\mu_{ij} = P(ij \in T)` of the Gibbs
+      distribution :math:`p(T) \propto \exp(-w(T)/\tau)` over spanning trees, from the
+      matrix-tree theorem, computed in float64 in the edge basis of the MST, where the
+      reduced Laplacian is well conditioned at every temperature (``docs/mst.md``):
+      accurate for every ``temperature > 0``, no NaN, no overflow. Symmetric, zero
+      diagonal, entries in [0, 1], :math:`\sum_{i<j} \mu_{ij} = K - 1`; tends to the
+      MST as ``temperature -> 0`` (with tied MSTs, to their average). O(K^4) flops
+      (BLAS) and O(K^3) memory per graph. Differentiable (autograd through Cholesky).
+    - ``"ste"`` (default): forward = ``"hard"`` exactly; backward = the gradient of
+      ``"soft"`` at ``temperature`` (straight-through). The soft relaxation is only
+      computed when a gradient is needed.
+    - ``"perturbed"``: Berthet et al. (2020),
+      :math:`y = \frac1S\sum_s \mathrm{MST}(w + \sigma Z_s)`, Z standard Gaussian on the
+      edges (i < j, mirrored), with gradient
+      :math:`\frac{1}{\sigma S}\sum_s \langle g, \mathrm{MST}(w+\sigma Z_s)\rangle Z_s`
+      (unbiased for the gradient of the smoothed :math:`E_Z[\mathrm{MST}(w+\sigma Z)]`).
+      Reproducible with ``generator``. Costs ``num_samples`` hard trees.
+
+    **Relative temperature and noise.** ``temperature`` and ``noise_scale`` are relative
+    to the scale of each graph's weights: :math:`\tau = \text{temperature}\cdot m`,
+    :math:`\sigma = \text{noise\_scale}\cdot m`, with the detached
+    :math:`m = \operatorname{mean}_{i<j} w_{ij} - \min_{i<j} w_{ij}` (the mean gap above
+    the minimum; 1 if all weights are equal). So ``soft`` and ``ste`` are invariant to
+    :math:`w \to a w + b` (a > 0) and one default works while limb variances shrink
+    during training.
+
+    **Input policy.** ``weights`` must be floating ``[..., K, K]`` with K >= 1; any
+    leading dims are batch dims. The diagonal is ignored (it may hold anything). An
+    asymmetric matrix is replaced by its symmetric part :math:`(W + W^T)/2` (a
+    symmetric one is used bit for bit), so results are equivariant under node
+    relabelling and gradients are split equally between ``w_ij`` and ``w_ji``. A graph
+    with a NaN off-diagonal weight gives an all-NaN output (other graphs of the batch
+    are unaffected). ``soft``, ``perturbed`` and the ``ste`` gradient need finite
+    weights (``±inf`` gives NaN there). K = 1 gives ``[[0]]``; K = 2 the single edge.
+
+    Args:
+        weights: ``[..., K, K]`` edge weights (float16/bfloat16/float32/float64).
+        mode: ``"ste"`` (default), ``"hard"``, ``"soft"`` or ``"perturbed"``.
+        temperature: relative temperature of ``"soft"`` / ``"ste"``, > 0.
+        num_samples: number of noise samples of ``"perturbed"``, >= 1.
+        noise_scale: relative noise scale of ``"perturbed"``, > 0.
+        generator: ``torch.Generator`` for the noise of ``"perturbed"`` (on the device
+            of ``weights``); ``None`` uses the global RNG.
+
+    Returns:
+        ``[..., K, K]`` symmetric adjacency with zero diagonal, in the dtype of
+        ``weights``: 0/1 for ``"hard"``/``"ste"``, edge marginals in [0, 1] for
+        ``"soft"``, frequencies in [0, 1] for ``"perturbed"``. Each graph's entries
+        above the diagonal sum to K - 1.
+
+    Example:
+        >>> import torch
+        >>> from torch_artic import dmst
+        >>> w = torch.tensor([[0.0, 1.0, 3.0], [1.0, 0.0, 2.0], [3.0, 2.0, 0.0]])
+        >>> dmst(w, mode="hard")
+        tensor([[0., 1., 0.],
+                [1., 0., 1.],
+                [0., 1., 0.]])
+        >>> w = w.requires_grad_()
+        >>> loss = (dmst(w) * w).sum() / 2  # weight of the MST, gradient from "soft"
+        >>> loss.backward()
+    """
+    check_tensor(weights, "weights")
+    check_shape(
+        weights,
+        "weights",
+        "[..., K, K] with K >= 1",
+        weights.dim() >= 2 and weights.shape[-1] == weights.shape[-2] and weights.shape[-1] >= 1,
+    )
+    if not isinstance(mode, str) or mode not in _MODES:
+        raise ValueError(f"`mode` must be one of {', '.join(map(repr, _MODES))}, got {mode!r}")
+    temperature = check_positive(temperature, "temperature")
+    noise_scale = check_positive(noise_scale, "noise_scale")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int):
+        raise TypeError(f"`num_samples` must be an int, got {type(num_samples).__name__}")
+    if num_samples < 1:
+        raise ValueError(f"`num_samples` must be >= 1, got {num_samples}")
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"`generator` must be a torch.Generator or None, got {type(generator).__name__}"
+            )
+        if generator.device.type != weights.device.type:
+            raise ValueError(
+                f"`generator` must be on the device of `weights` ({weights.device}), "
+                f"got {generator.device}"
+            )
+
+    batch = weights.shape[:-2]
+    k = weights.shape[-1]
+    if k == 1 or weights.numel() == 0:
+        return torch.zeros_like(weights)
+    s = _symmetrize(weights.reshape(-1, k, k))
+    s.diagonal(dim1=1, dim2=2).zero_()  # ignored: never read, and no NaN from there
+    n = s.shape[0]
+
+    iu, ju = torch.triu_indices(k, k, 1, device=s.device)
+    if mode == "perturbed":
+        cdt = torch.promote_types(s.dtype, torch.float32)
+        w = s.to(cdt)[:, iu, ju]
+        sigma = noise_scale * _relative_scale(w)
+        noise = torch.randn(
+            num_samples, n, w.shape[1], generator=generator, device=s.device, dtype=cdt
+        )
+        y = _PerturbedMST.apply(w, noise, sigma, k)
+        out = w.new_zeros(n, k, k)
+        out[:, iu, ju] = y
+        out = (out + out.transpose(1, 2)).to(weights.dtype)
+    else:
+        with torch.no_grad():
+            parent, order = _prim(s.detach())
+        if mode == "soft":
+            tau = temperature * _relative_scale(s[:, iu, ju].to(torch.float64))
+            out = _soft(s, tau, (parent, order)).to(weights.dtype)
+        else:
+            out = _adjacency(parent, weights.dtype)
+            if mode == "ste" and torch.is_grad_enabled() and weights.requires_grad:
+                tau = temperature * _relative_scale(s[:, iu, ju].to(torch.float64))
+                soft = _soft(s, tau, (parent, order)).to(weights.dtype)
+                out = _StraightThrough.apply(out, soft)
+    # NaN in -> NaN out, per graph (float arithmetic: cheaper than a boolean where)
+    nan = torch.where(_nan_graphs(s.detach()), float("nan"), 0.0).to(out.dtype)[:, None, None]
+    out = out + nan if out.requires_grad else out.add_(nan)
+    return out.reshape(*batch, k, k)

@@ -1,0 +1,208 @@
+r"""Skeleton discovery and rigidity losses (thesis §5.3–5.4, §6.5.1.3).
+
+Keypoints joined by a rigid limb keep their distance in every pose. The
+*limb-variance minimum spanning tree* (LVMST) therefore connects the keypoints along
+the minimum spanning tree of the batch variance of pairwise distances, and the
+*limb-variance loss* — the summed variance of the selected limbs — trains keypoints
+(or depths) to make those limbs rigid:
+
+.. math::
+
+    V = \operatorname{Var}_b\big(\lVert p_{bi} - p_{bj}\rVert\big)_{ij},\qquad
+    A = \operatorname{dmst}(V),\qquad
+    \mathcal{L} = \sum_{i<j} A_{ij} V_{ij}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+from ._checks import check_shape, check_tensor, shape_str
+from .mst import dmst
+from .pairwise_distance_variance import (
+    _stats_reference,
+    _validate,
+    gather_stats,
+    pairwise_distance_stats,
+    variance_from_stats,
+)
+
+__all__ = ["LVMST", "limb_variance_loss", "lvmst", "self_consistency_loss"]
+
+
+class LVMST(NamedTuple):
+    """Result of :func:`lvmst`.
+
+    ``adjacency`` ``[K, K]`` (the tree, or its relaxation), ``variance`` ``[K, K]`` (the
+    statistic the tree was built on) and ``loss`` (a scalar: the variance summed over
+    the tree's edges, each edge once).
+    """
+
+    adjacency: torch.Tensor
+    variance: torch.Tensor
+    loss: torch.Tensor
+
+
+def _edge_sum(adjacency: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
+    """``sum_{i<j} A_ij V_ij`` for symmetric ``A`` and ``V`` with zero diagonals."""
+    return torch.triu(adjacency * variance, diagonal=1).sum((-1, -2))
+
+
+def lvmst(
+    points: torch.Tensor,
+    *,
+    mode: str = "ste",
+    temperature: float = 0.1,
+    unbiased: bool = True,
+    scale_invariant: bool = False,
+    weights: torch.Tensor | None = None,
+    group=None,
+    eps: float = 1e-6,
+    **dmst_kwargs,
+) -> LVMST:
+    r"""Limb-variance minimum spanning tree: which keypoints are joined by rigid limbs.
+
+    ``variance = pairwise_distance_variance(points)`` (or, with
+    ``scale_invariant=True``, the variance of log-distances
+    :math:`\log\sqrt{d^2 + \epsilon^2}`), ``adjacency = dmst(variance, mode=mode,
+    temperature=temperature)`` and ``loss = sum_{i<j} adjacency_ij * variance_ij``.
+
+    With ``scale_invariant=True`` a per-sample global scale :math:`s_b` (camera distance,
+    thesis §5.6.1) adds the same :math:`\operatorname{Var}(\log s)` to every pair (plus a
+    covariance with the pose that vanishes when scale and pose are independent), so
+    rigid limbs keep the smallest variance and the tree is unchanged.
+
+    Args:
+        points: ``[B, K, D]`` keypoints (D = 2 or 3 in practice; any D >= 1), B >= 2,
+            K >= 2.
+        mode: the :func:`torch_artic.dmst` mode: ``"ste"`` (default: exact tree,
+            gradient of the matrix-tree relaxation), ``"hard"``, ``"soft"`` or
+            ``"perturbed"``.
+        temperature: relative temperature of the relaxation (see :func:`dmst`).
+        unbiased: Bessel-corrected variance (default).
+        scale_invariant: use the variance of log-distances.
+        weights: optional ``[B, K]`` per-sample, per-keypoint visibility/confidence
+            (thesis §6.7.1.1): a pair's weight is the product; occluded keypoints
+            (weight 0) do not count.
+        group: ``torch.distributed`` process group: the variance covers the global
+            batch (values equal the single-process result on the concatenated batch;
+            see :func:`torch_artic.pairwise_distance_variance`).
+        eps: the :math:`\epsilon` of the log-distance, in the units of ``points``.
+        **dmst_kwargs: ``num_samples``, ``noise_scale``, ``generator`` for
+            ``mode="perturbed"``.
+
+    Returns:
+        :class:`LVMST` ``(adjacency [K, K], variance [K, K], loss [])``.
+
+    Cost: the variance is :math:`O(BK^2D)` (native kernels when built); the exact tree
+    :math:`O(K^2)`; the relaxation's gradient :math:`O(K^4)`.
+
+    Example:
+        >>> x = torch.randn(64, 5, 3, requires_grad=True)
+        >>> adjacency, variance, loss = lvmst(x)
+        >>> loss.backward()
+        >>> int(adjacency.triu(1).sum())
+        4
+    """
+    _validate(points, weights)
+    if unbiased and group is None and points.shape[0] < 2:
+        raise ValueError(
+            f"`points` needs a batch of B >= 2 samples for the unbiased variance, "
+            f"got {shape_str(points.shape)}"
+        )
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
+        raise ValueError(f"`eps` must be a float > 0, got {eps!r}")
+    if scale_invariant:
+        st = _stats_reference(points, weights, log_eps=float(eps))
+    else:
+        st = pairwise_distance_stats(points, weights)
+    if group is not None:
+        st = gather_stats(st, group)
+    variance = variance_from_stats(st, unbiased=unbiased)
+    adjacency = dmst(variance, mode=mode, temperature=temperature, **dmst_kwargs)
+    return LVMST(adjacency, variance, _edge_sum(adjacency, variance))
+
+
+def limb_variance_loss(
+    points: torch.Tensor,
+    adjacency: torch.Tensor,
+    *,
+    unbiased: bool = True,
+    weights: torch.Tensor | None = None,
+    group=None,
+) -> torch.Tensor:
+    r"""The summed batch variance of the lengths of the limbs in ``adjacency``.
+
+    .. math:: \mathcal{L} = \sum_{i<j} A_{ij}\,\operatorname{Var}_b \lVert p_{bi}-p_{bj}\rVert
+
+    (thesis §5.4.1): zero exactly when every selected limb is rigid.
+
+    Args:
+        points: ``[B, K, D]`` keypoints.
+        adjacency: ``[K, K]`` symmetric limb weights (0/1 or soft); only ``i < j`` is
+            read.
+        unbiased, weights, group: as in :func:`torch_artic.pairwise_distance_variance`.
+
+    Returns:
+        A scalar.
+
+    Example:
+        >>> adj = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+        >>> float(limb_variance_loss(torch.randn(8, 2, 3), adj)) > 0
+        True
+    """
+    from .pairwise_distance_variance import pairwise_distance_variance
+
+    check_tensor(adjacency, "adjacency")
+    k = points.shape[1] if isinstance(points, torch.Tensor) and points.dim() == 3 else None
+    check_shape(
+        adjacency,
+        "adjacency",
+        f"[K, K] = [{k}, {k}]" if k is not None else "[K, K]",
+        adjacency.dim() == 2 and (k is None or tuple(adjacency.shape) == (k, k)),
+    )
+    var = pairwise_distance_variance(points, unbiased=unbiased, weights=weights, group=group)
+    return _edge_sum(adjacency.to(var.dtype), var)
+
+
+def self_consistency_loss(
+    depth_fn: Callable[[torch.Tensor], torch.Tensor],
+    xy: torch.Tensor,
+    depth: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Self-consistency of a depth (lifting) network (thesis §5.4.2).
+
+    A network that infers depth ``z = depth_fn(xy)`` has learnt a consistent 3D shape
+    if, shown the side view ``(z, y)`` (the pose turned 90° about the vertical axis),
+    it infers the depth ``-x``:
+
+    .. math:: \mathcal{L} = \operatorname{mean}\big(\mathrm{net}([z, y]) + x\big)^2 .
+
+    Args:
+        depth_fn: maps ``[B, K, 2]`` ``(x, y)`` keypoints to ``[B, K]`` depths.
+        xy: ``[B, K, 2]`` 2D keypoints.
+        depth: ``depth_fn(xy)`` if already computed (saves a forward pass).
+
+    Returns:
+        The mean squared error, a scalar.
+
+    Example:
+        >>> net = lambda p: -p[..., 0] * 0  # a network that predicts zero depth
+        >>> float(self_consistency_loss(net, torch.zeros(4, 3, 2)))
+        0.0
+    """
+    check_tensor(xy, "xy")
+    check_shape(xy, "xy", "[B, K, 2]", xy.dim() == 3 and xy.shape[-1] == 2)
+    z = depth_fn(xy) if depth is None else depth
+    if not isinstance(z, torch.Tensor) or tuple(z.shape) != tuple(xy.shape[:2]):
+        got = shape_str(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(
+            f"`depth_fn` must map [B, K, 2] to depths [B, K] = {shape_str(xy.shape[:2])}, "
+            f"got {got}"
+        )
+    zy = torch.stack((z, xy[..., 1]), dim=-1)
+    x_pred = depth_fn(zy)
+    return ((x_pred + xy[..., 0]) ** 2).mean()
