@@ -133,19 +133,20 @@ def machine() -> str:
 
 
 def ratio_table(results: list[Result], baseline_impl: str, title: str) -> str:
-    """A Markdown table: one row per (op, case, impl), with time ratio vs the baseline impl."""
+    """A Markdown table, one row per (op, case, impl): time and peak memory as multiples
+    of the baseline impl's (``12.0x`` = twelve times the baseline's time or memory)."""
     base = {(r.op, r.case): r for r in results if r.impl == baseline_impl}
     lines = [
         f"### {title}",
         "",
-        "| op | case | impl | median ms | peak MiB | speed-up vs "
-        f"{baseline_impl} | memory ratio vs {baseline_impl} |",
+        f"| op | case | impl | median ms | peak MiB | time vs {baseline_impl} "
+        f"| peak memory vs {baseline_impl} |",
         "|---|---|---|---:|---:|---:|---:|",
     ]
     for r in results:
         b = base.get((r.op, r.case))
-        sp = f"{b.median_ms / r.median_ms:.1f}x" if b else "-"
-        mem = f"{b.peak_mib / r.peak_mib:.1f}x" if b and r.peak_mib > 0.05 else "-"
+        sp = f"{r.median_ms / b.median_ms:.1f}x" if b else "-"
+        mem = f"{r.peak_mib / b.peak_mib:.1f}x" if b and b.peak_mib > 0.05 else "-"
         lines.append(
             f"| {r.op} | {r.case} | {r.impl} | {r.median_ms:.3f} | {r.peak_mib:.1f} "
             f"| {sp} | {mem} |"

@@ -10,7 +10,15 @@ See https://github.com/ (docs/) for the guide. The public API:
 from ._native import backend_info
 from ._version import __version__
 from .coords import denormalize_points, normalize_points, pixel_grid
+from .data import edges_to_adjacency, stickman2d, stickman3d
 from .heatmaps import concentration_loss, gaussian_heatmaps
+from .metrics import (
+    edge_precision_recall,
+    hungarian_keypoint_error,
+    mpjpe,
+    pa_mpjpe,
+    procrustes_align,
+)
 from .mst import dmst
 from .mtl import BalancedMTL
 from .pairwise_distance_variance import (
@@ -19,6 +27,7 @@ from .pairwise_distance_variance import (
     pairwise_distance_variance,
 )
 from .skeleton import LVMST, limb_variance_loss, lvmst, self_consistency_loss
+from .sketch import sketch_render
 from .soft_argmax import SoftArgmaxResult, soft_argmax2d
 from .tps import TPSWarp, random_tps, scale_tps, tps_warp
 
@@ -28,19 +37,28 @@ __all__ = [
     "BalancedMTL",
     "concentration_loss",
     "dmst",
+    "edge_precision_recall",
+    "edges_to_adjacency",
+    "hungarian_keypoint_error",
     "limb_variance_loss",
     "lvmst",
     "LVMST",
     "self_consistency_loss",
+    "sketch_render",
     "gaussian_heatmaps",
     "denormalize_points",
+    "mpjpe",
     "normalize_points",
+    "pa_mpjpe",
+    "procrustes_align",
     "pairwise_distance_stats",
     "pairwise_distance_variance",
     "PairwiseDistanceStats",
     "pixel_grid",
     "soft_argmax2d",
     "SoftArgmaxResult",
+    "stickman2d",
+    "stickman3d",
     "random_tps",
     "scale_tps",
     "tps_warp",

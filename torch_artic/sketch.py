@@ -1,0 +1,437 @@
+r"""Differentiable sketching: soft straight lines between connected keypoints.
+
+The renderer of thesis §5.5.1-5.5.2 (after Mihai & Hare 2021, "Differentiable drawing and
+sketching"): a pixel is bright only near a line between two *connected* keypoints, so a
+good reconstruction forces keypoints onto joints and limb ends. With learnable widths and
+colours graded along each line as suggested in §6.7.1.2.
+
+**The function.** For points :math:`p \in \mathbb{R}^{B \times K \times 2}` (converted to
+pixels with :func:`~torch_artic.coords.denormalize_points` when ``normalized``), every
+pair :math:`e = (i, j)`, :math:`i < j`, is a potential line with weight
+:math:`w_e = A_{ij}` (only the upper triangle of the adjacency is read), endpoints
+:math:`a = p_i`, :math:`b = p_j` and width :math:`\sigma_e` (pixels). For the centre
+:math:`u = (x, y)` of pixel (row ``y``, column ``x``)
+
+.. math::
+
+    t_e(u) = \operatorname{clamp}\Big(\frac{(u - a)\cdot(b - a)}{\lVert b - a\rVert^2},
+    0, 1\Big) \ (0 \text{ if } a = b), \qquad
+    d_e^2(u) = \lVert u - a - t_e (b - a) \rVert^2,
+
+    I_e(u) = \begin{cases} w_e \exp(-d_e^2 / \sigma_e^2) & d_e < R\,\sigma_e \\
+    0 & \text{otherwise} \end{cases}, \qquad R = 4 \ (\texttt{CUTOFF}).
+
+With colours (``[C]`` or per keypoint ``[B, K, C]``) the line's colour is interpolated
+along it, :math:`c_{e,k}(u) = (1 - t_e) c_{i,k} + t_e c_{j,k}`; without, :math:`C = 1`,
+:math:`c = 1`. Each line contributes :math:`v_{e,k} = I_e c_{e,k}` to channel ``k`` and the
+channels are composited independently:
+
+- ``"sum_clamp"`` (the thesis's): :math:`\min(1, \sum_e v_{e,k})`; the gradient passes
+  where the sum is :math:`\le 1` and is 0 above (the clamp's subgradient, as
+  ``torch.clamp``);
+- ``"soft_or"`` (DSketch's ``softor``): :math:`1 - \prod_e (1 - v_{e,k})`, smooth
+  everywhere;
+- ``"max"``: :math:`\max(0, \max_e v_{e,k})`, the gradient going to the first (lowest
+  index) maximal line; the black background wins ties, so a line with weight 0 gets no
+  gradient under ``max``.
+
+**Cutoff.** Intensities are exactly 0 beyond :math:`R\sigma_e` (``R = CUTOFF = 4``), in
+every backend, so the native kernels visit only the pixels of each line's capsule and
+compute the same function as the pure-torch reference. The truncation changes values by
+at most :math:`e^{-16} w_e \approx 1.1 \cdot 10^{-7} w_e` per line (below float32's
+resolution at 1) and makes the function discontinuous by that much on the cutoff circle,
+a set of measure zero.
+
+**Kernels.** Native CPU (C++, threads) and CUDA kernels never form a ``[B, E, H, W]``
+tensor: each edge with non-zero weight touches only the pixels within its cutoff capsule,
+the backward recomputes instead of storing, and lines of weight 0 cost nothing (in the
+backward they are visited only when the adjacency needs a gradient). The pure-torch
+reference computes the same truncated function chunked over edges (with activation
+checkpointing when differentiating), and is the fallback and the test oracle.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from . import _native
+from ._checks import check_points, check_positive, check_same, check_size, check_tensor, shape_str
+from .coords import denormalize_points
+
+__all__ = ["CUTOFF", "COMPOSITES", "sketch_render"]
+
+CUTOFF = 4.0
+"""Lines are cut off at ``CUTOFF * sigma`` pixels from their segment (in every backend)."""
+
+COMPOSITES = ("sum_clamp", "soft_or", "max")
+_MODE = {name: i for i, name in enumerate(COMPOSITES)}
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+# Elements per [B, chunk, C, H, W] tensor of the reference.
+_CHUNK_ELEMENTS = 1 << 20
+
+
+# --------------------------------------------------------------------------- validation
+def _square_or_batched(x: torch.Tensor, name: str, b: int, k: int) -> None:
+    ok = (x.dim() == 2 and tuple(x.shape) == (k, k)) or (
+        x.dim() == 3 and tuple(x.shape) == (b, k, k)
+    )
+    if not ok:
+        raise ValueError(
+            f"`{name}` must have shape [K, K] = [{k}, {k}] or [B, K, K] = [{b}, {k}, {k}], "
+            f"got {shape_str(x.shape)}"
+        )
+
+
+def _prepare(points, adjacency, size, sigma, colors, composite, normalized):
+    """Validate, then build the kernels' inputs (pixel points, per-edge weights/sigma)."""
+    check_points(points, "points", ndim=3)
+    b, k, _ = points.shape
+    if k < 2:
+        raise ValueError(
+            f"`points` must have K >= 2 keypoints ([B, K, 2]), got {shape_str(points.shape)}"
+        )
+    height, width = check_size(size)
+    if not isinstance(adjacency, torch.Tensor):
+        raise TypeError(f"`adjacency` must be a torch.Tensor, got {type(adjacency).__name__}")
+    if adjacency.dtype == torch.bool or not (
+        adjacency.is_floating_point() or adjacency.is_complex()
+    ):
+        if adjacency.device != points.device:
+            raise ValueError(
+                f"`adjacency` must be on the same device as `points` ({points.device}), "
+                f"got {adjacency.device}"
+            )
+        adjacency = adjacency.to(points.dtype)  # 0/1 (bool or integer) adjacency
+    else:
+        check_tensor(adjacency, "adjacency")
+        check_same("points", points, "adjacency", adjacency)
+    _square_or_batched(adjacency, "adjacency", b, k)
+    if not isinstance(composite, str) or composite not in _MODE:
+        raise ValueError(f"`composite` must be one of {COMPOSITES}, got {composite!r}")
+    if not isinstance(normalized, bool):
+        raise TypeError(f"`normalized` must be a bool, got {type(normalized).__name__}")
+
+    iu, ju = torch.triu_indices(k, k, 1, device=points.device)
+    e = iu.shape[0]
+    w = adjacency[..., iu, ju]
+    if w.dim() == 1:
+        w = w.unsqueeze(0)
+    if isinstance(sigma, torch.Tensor):
+        check_tensor(sigma, "sigma")
+        check_same("points", points, "sigma", sigma)
+        _square_or_batched(sigma, "sigma", b, k)
+        s = sigma[..., iu, ju]
+        if s.dim() == 1:
+            s = s.unsqueeze(0)
+        if s.device.type == "cpu" and not torch.compiler.is_compiling() and s.numel():
+            if not bool(((s > 0) & torch.isfinite(s)).all()):
+                raise ValueError(
+                    "`sigma` must be finite and > 0 in every entry i < j (the entries read; "
+                    f"use any positive value for pairs that are not drawn), got min "
+                    f"{float(s.min())}"
+                )
+    else:
+        s = torch.full(
+            (1, e), check_positive(sigma, "sigma"), dtype=points.dtype, device=points.device
+        )
+    cols = None
+    if colors is not None:
+        check_tensor(colors, "colors")
+        check_same("points", points, "colors", colors)
+        if colors.dim() == 1 and colors.shape[0] >= 1:
+            cols = colors.expand(1, k, colors.shape[0])
+        elif colors.dim() == 3 and colors.shape[:2] == (b, k) and colors.shape[2] >= 1:
+            cols = colors
+        else:
+            raise ValueError(
+                f"`colors` must have shape [C] or [B, K, C] = [{b}, {k}, C] with C >= 1, "
+                f"got {shape_str(colors.shape)}"
+            )
+        cols = cols.contiguous()
+    pts = denormalize_points(points, (height, width)) if normalized else points
+    return pts.contiguous(), w.contiguous(), s.contiguous(), cols, height, width, _MODE[composite]
+
+
+# --------------------------------------------------------------------------- reference
+def _chunk(mode: int, state, pts, w, s, cols, ei, ej, xs, ys):
+    """Composite the edges ``ei[c], ej[c]`` (weights ``w [Bw, c]``, ``s [Bs, c]``) into
+    ``state`` (``[B, C, H, W]``; ``(M, key)`` for max). Forms ``[B, c, C, H, W]``."""
+    a = pts[:, ei]  # [B, c, 2]
+    bb = pts[:, ej]
+    ax, ay = a[..., 0, None, None], a[..., 1, None, None]  # [B, c, 1, 1]
+    abx, aby = bb[..., 0, None, None] - ax, bb[..., 1, None, None] - ay
+    l2 = abx * abx + aby * aby
+    pos = l2 > 0
+    l2s = torch.where(pos, l2, torch.ones_like(l2))
+    apx = xs - ax  # [B, c, 1, W]
+    apy = ys[:, None] - ay  # [B, c, H, 1]
+    dot = apx * abx + apy * aby  # [B, c, H, W]
+    traw = torch.where(pos, dot / l2s, torch.zeros_like(dot))
+    # t's own gradient only strictly inside (0, 1); the clamped ends are constants
+    interior = (traw > 0) & (traw < 1)
+    t = torch.where(interior, traw, traw.detach().clamp(0, 1))
+    qx = apx - t * abx
+    qy = apy - t * aby
+    d2 = qx * qx + qy * qy
+    sc = s[:, :, None, None]
+    s2 = sc * sc
+    rs = CUTOFF * sc
+    cut2 = rs * rs
+    ex = torch.exp(-d2 / s2)
+    inten = torch.where(d2 >= cut2, 0.0, w[:, :, None, None] * ex)  # [B, c, H, W]
+    if cols is None:
+        v = inten.unsqueeze(2)  # [B, c, 1, H, W]
+    else:
+        ci = cols[:, ei, :, None, None]  # [Bc, c, C, 1, 1]
+        cj = cols[:, ej, :, None, None]
+        v = inten.unsqueeze(2) * (ci + t.unsqueeze(2) * (cj - ci))
+    if mode == 0:
+        return state + v.sum(1)
+    if mode == 1:
+        return state * (1 - v).prod(1)
+    m, mkey = state
+    key = torch.where(torch.isnan(v), torch.inf, v).detach()
+    cm = key.amax(1)
+    first = key == cm.unsqueeze(1)
+    first = first & (first.cumsum(1) == 1)
+    sel = torch.where(first, v, 0.0).sum(1)
+    up = cm > mkey
+    return torch.where(up, sel, m), torch.where(up, cm, mkey)
+
+
+def _reference(pts, w, s, cols, height, width, mode):
+    """Pure-torch sketch (the fallback and the oracle): same inputs as the native op."""
+    out_dtype = pts.dtype
+    if out_dtype in _LOW_PRECISION:
+        pts, w, s = pts.float(), w.float(), s.float()
+        cols = None if cols is None else cols.float()
+    b, k, _ = pts.shape
+    c = 1 if cols is None else cols.shape[2]
+    iu, ju = torch.triu_indices(k, k, 1, device=pts.device)
+    e = iu.shape[0]
+    xs = torch.arange(width, device=pts.device, dtype=pts.dtype)
+    ys = torch.arange(height, device=pts.device, dtype=pts.dtype)
+    if mode == 2:
+        z = pts.new_zeros(b, c, height, width)
+        state = (z, z)
+    else:
+        state = pts.new_full((b, c, height, width), 1.0 if mode == 1 else 0.0)
+    step = max(1, _CHUNK_ELEMENTS // max(1, b * c * height * width))
+    tensors = [pts, w, s] + ([] if cols is None else [cols])
+    ckpt = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    for e0 in range(0, e, step):
+        e1 = min(e, e0 + step)
+        args = (mode, state, pts, w[:, e0:e1], s[:, e0:e1], cols, iu[e0:e1], ju[e0:e1], xs, ys)
+        if ckpt:
+            state = checkpoint(_chunk, *args, use_reentrant=False)
+        else:
+            state = _chunk(*args)
+    if mode == 0:
+        out = torch.where(state > 1, 1.0, state)
+    elif mode == 1:
+        out = 1 - state
+    else:
+        out = state[0]
+    return out.to(out_dtype)
+
+
+# --------------------------------------------------------------------------- public op
+def _render(pts, w, s, cols, height, width, mode, backend: str = "auto") -> torch.Tensor:
+    if backend != "reference" and _native.native_op("sketch_render_forward", pts) is not None:
+        return torch.ops.torch_artic.sketch_render_forward(
+            pts, w, s, cols, height, width, mode, CUTOFF
+        )
+    if backend == "native":
+        raise RuntimeError("the native sketch_render kernel is not available here")
+    return _reference(pts, w, s, cols, height, width, mode)
+
+
+def _sketch_render(
+    points,
+    adjacency,
+    size,
+    *,
+    sigma=1.0,
+    colors=None,
+    composite="sum_clamp",
+    normalized=True,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """:func:`sketch_render` with a choice of ``backend`` (``"auto"``, ``"native"``,
+    ``"reference"``), for tests and benchmarks."""
+    args = _prepare(points, adjacency, size, sigma, colors, composite, normalized)
+    return _render(*args, backend=backend)
+
+
+def sketch_render(
+    points: torch.Tensor,
+    adjacency: torch.Tensor,
+    size: int | tuple[int, int],
+    *,
+    sigma: float | torch.Tensor = 1.0,
+    colors: torch.Tensor | None = None,
+    composite: str = "sum_clamp",
+    normalized: bool = True,
+) -> torch.Tensor:
+    r"""Sketch soft straight lines between connected keypoints (differentiable).
+
+    Pixel ``(y, x)`` of line :math:`e = (i, j)`, :math:`i < j`, has intensity
+    :math:`I_e = A_{ij} \exp(-d_e^2 / \sigma_e^2)` where :math:`d_e` is the distance in
+    pixels from the pixel centre to the segment :math:`[p_i, p_j]`, and 0 beyond
+    ``CUTOFF * sigma`` (= 4 sigma); lines are coloured :math:`(1 - t) c_i + t c_j` along
+    their length and composited per channel (see :mod:`torch_artic.sketch` for the exact
+    definition and the subgradients).
+
+    Args:
+        points: ``[B, K, 2]`` keypoints ``(x, y)``, normalised to ``[-1, 1]`` (default) or
+            in pixels with ``normalized=False``; ``K >= 2``.
+        adjacency: ``[K, K]`` (shared) or ``[B, K, K]`` line weights, normally in
+            ``[0, 1]``: 0/1 (e.g. from ``dmst``; bool or integer tensors are accepted and
+            not differentiated) or soft marginals. Only the upper triangle ``i < j`` is
+            read, so a symmetric matrix and its upper triangle draw the same sketch (and
+            the gradient lands in the upper triangle only). Values are not checked.
+        size: output ``(H, W)`` or an int for a square image (each >= 2).
+        sigma: line width in pixels, ``> 0``: a float, or per line ``[K, K]`` /
+            ``[B, K, K]`` (upper triangle read; differentiable). Tensor values are checked
+            only on CPU (on CUDA a non-positive width draws like its absolute value, 0 not
+            at all).
+        colors: ``None`` (one channel, colour 1), ``[C]`` (one colour for every line) or
+            ``[B, K, C]`` per-keypoint colours graded linearly along each line.
+            Differentiable.
+        composite: ``"sum_clamp"`` (default; ``min(1, sum)``), ``"soft_or"``
+            (``1 - prod(1 - v)``) or ``"max"``, per channel.
+        normalized: coordinate convention of ``points`` (see :mod:`torch_artic.coords`).
+
+    Returns:
+        ``[B, C, H, W]`` sketch in the dtype of ``points`` (``C = 1`` without colours).
+        Differentiable w.r.t. ``points``, ``adjacency``, ``sigma`` and ``colors`` (first
+        order through the native kernels, higher orders through the reference).
+        NaN in an input makes the affected lines' pixels NaN (NaN in a point or width:
+        the whole image).
+
+    Raises:
+        TypeError: non-tensor or non-floating ``points``/``colors``/``sigma``, mismatched
+            dtypes, a bad ``size`` or ``normalized``.
+        ValueError: bad shapes, ``K < 2``, ``size`` below 2, non-positive ``sigma``, an
+            unknown ``composite``, tensors on different devices.
+
+    Cost: native kernels ``O(B (E + sum over drawn lines of their capsule's pixels))``
+    time and ``O(B C H W)`` memory (the output, and two or three such buffers in the
+    backward); the reference ``O(B E C H W)`` time in chunks of about 1M elements.
+
+    Example:
+        >>> pts = torch.tensor([[[2.0, 2.0], [12.0, 2.0], [12.0, 9.0]]])
+        >>> adj = torch.tensor([[0, 1, 0], [1, 0, 1], [0, 1, 0]])
+        >>> img = sketch_render(pts, adj, (12, 16), normalized=False)
+        >>> img.shape, img[0, 0, 2, 7].item(), img[0, 0, 6, 12].item()
+        (torch.Size([1, 1, 12, 16]), 1.0, 1.0)
+        >>> img[0, 0, 9, 2].item()  # pixel far from both lines
+        0.0
+    """
+    return _sketch_render(
+        points,
+        adjacency,
+        size,
+        sigma=sigma,
+        colors=colors,
+        composite=composite,
+        normalized=normalized,
+    )
+
+
+# --------------------------------------------------------------------------- native op
+def _register_native() -> None:
+    op = "torch_artic::sketch_render_forward"
+
+    @torch.library.register_fake(op)
+    def _fake(points, weights, sigma, colors, height, width, composite, cutoff):
+        c = 1 if colors is None else colors.shape[2]
+        return points.new_empty(points.shape[0], c, height, width)
+
+    @torch.library.register_fake("torch_artic::sketch_render_backward")
+    def _fake_backward(
+        grad,
+        points,
+        weights,
+        sigma,
+        colors,
+        height,
+        width,
+        composite,
+        cutoff,
+        need_weights,
+        need_sigma,
+        need_colors,
+    ):
+        b, k = points.shape[0], points.shape[1]
+        e = k * (k - 1) // 2
+        gw = points.new_empty(b, e) if need_weights else points.new_empty(0)
+        gs = points.new_empty(b, e) if need_sigma else points.new_empty(0)
+        gc = (
+            points.new_empty(b, k, colors.shape[2])
+            if need_colors and colors is not None
+            else points.new_empty(0)
+        )
+        return points.new_empty(b, k, 2), gw, gs, gc
+
+    def _setup_context(ctx, inputs, output):
+        points, weights, sigma, colors, height, width, composite, cutoff = inputs
+        ctx.save_for_backward(points, weights, sigma, colors)
+        ctx.args = (height, width, composite, cutoff)
+
+    def _backward(ctx, grad):
+        points, weights, sigma, colors = ctx.saved_tensors
+        height, width, composite, cutoff = ctx.args
+        need = ctx.needs_input_grad
+        if torch.is_grad_enabled():
+            # create_graph=True (higher-order gradients): differentiate the pure-torch
+            # reference instead; the native backward kernel is first-order only.
+            ins = [points, weights, sigma, colors]
+            out = _reference(points, weights, sigma, colors, height, width, composite)
+            pick = [i for i, t in enumerate(ins) if t is not None and need[i] and t.requires_grad]
+            res = [None] * 4
+            if pick and out.requires_grad:
+                got = torch.autograd.grad(
+                    out, [ins[i] for i in pick], grad, create_graph=True, allow_unused=True
+                )
+                for i, g in zip(pick, got):
+                    res[i] = g
+            return (*res, None, None, None, None)
+        need_c = bool(need[3]) and colors is not None
+        gp, gw, gs, gc = torch.ops.torch_artic.sketch_render_backward(
+            grad.contiguous(),
+            points,
+            weights,
+            sigma,
+            colors,
+            height,
+            width,
+            composite,
+            cutoff,
+            bool(need[1]),
+            bool(need[2]),
+            need_c,
+        )
+
+        def fold(g, like, n):  # per-sample grads -> the input's (shared: summed) shape
+            if not n:
+                return None
+            return g.sum(0, keepdim=True) if like.shape[0] != g.shape[0] else g
+
+        return (
+            gp,
+            fold(gw, weights, need[1]),
+            fold(gs, sigma, need[2]),
+            fold(gc, colors, need_c),
+            None,
+            None,
+            None,
+            None,
+        )
+
+    torch.library.register_autograd(op, _backward, setup_context=_setup_context)
+
+
+if _native.extension_loaded() and "sketch_render_forward" in _native.NATIVE_OPS:
+    _register_native()
