@@ -690,3 +690,28 @@ def test_cuda_matches_cpu_and_rejects_cpu_generator():
         torch.testing.assert_close(dmst(w.cuda(), mode=mode).cpu(), dmst(w, mode=mode))
     with pytest.raises(ValueError, match="generator"):
         dmst(w.cuda(), mode="perturbed", generator=torch.Generator())
+
+
+@pytest.mark.skipif(
+    "cpu" not in __import__("torch_artic")._native.native_devices("mst_prim"),
+    reason="native mst_prim kernel not built",
+)
+@pytest.mark.parametrize("integer", [False, True])
+def test_native_prim_equals_torch_prim(integer):
+    """The native CPU Prim returns exactly the pure-torch Prim's trees, ties included."""
+    from torch_artic.mst import _prim_torch
+
+    g = torch.Generator().manual_seed(11)
+    for k in (1, 2, 3, 7, 16, 33):
+        for dtype in (torch.float32, torch.float64):
+            if integer:
+                w = torch.randint(0, 3, (300, k, k), generator=g).to(dtype)
+            else:
+                w = torch.rand(300, k, k, generator=g, dtype=dtype)
+            w = torch.minimum(w, w.mT)
+            w[:5, 0, -1] = w[:5, -1, 0] = float("inf")
+            w[5:9, 0, -1] = w[5:9, -1, 0] = -float("inf")
+            p, o = torch.ops.torch_artic.mst_prim(w.contiguous())
+            p2, o2 = _prim_torch(w)
+            assert torch.equal(p, p2) and torch.equal(o, o2)
+    torch.library.opcheck(torch.ops.torch_artic.mst_prim.default, (torch.rand(4, 5, 5),))

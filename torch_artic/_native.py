@@ -44,7 +44,7 @@ _NATIVE_DTYPES = {
 }
 
 # Native ops known to the Python side: name -> schema name in torch.ops.torch_artic.
-NATIVE_OPS = ("pairwise_distance_stats", "sketch_render_forward")
+NATIVE_OPS = ("pairwise_distance_stats", "sketch_render_forward", "mst_prim")
 
 
 def _has_kernel(op: str, key: str) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _native
 from ._checks import check_positive, check_shape, check_tensor
 
 __all__ = ["dmst"]
@@ -43,6 +44,18 @@ def _nan_graphs(s: torch.Tensor) -> torch.Tensor:
 
 
 def _prim(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact MSTs of ``[N, K, K]`` symmetric weights: ``(parent [N, K], order [N, K])``.
+
+    The native CPU kernel (``torch.ops.torch_artic.mst_prim``: Prim per graph, graphs
+    in parallel) when it applies, else :func:`_prim_torch`; both use the same strict
+    edge order, so they return identical trees (tested).
+    """
+    if _native.native_op("mst_prim", s) is not None:
+        return torch.ops.torch_artic.mst_prim(s.contiguous())
+    return _prim_torch(s)
+
+
+def _prim_torch(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Prim's algorithm on ``[N, K, K]`` symmetric weights, vectorised over N.
 
     Edges are compared by the key ``(w_ij, i, j)`` (i < j), a strict total order, so the
@@ -249,8 +262,9 @@ def dmst(
     The graph on K nodes has edge (i, j) of weight ``w_ij``; the result is the
     adjacency of its minimum spanning tree (MST), relaxed according to ``mode``:
 
-    - ``"hard"``: the exact MST, as 0/1 adjacency. Prim's algorithm, vectorised over
-      the batch: K - 1 steps of O(K) work per graph, **O(K^2) per tree**. Edges are
+    - ``"hard"``: the exact MST, as 0/1 adjacency. Prim's algorithm (a native CPU
+      kernel when built, else vectorised over the batch in torch): K - 1 steps of
+      O(K) work per graph, **O(K^2) per tree**. Edges are
       compared by ``(w_ij, i, j)`` with i < j, so ties go to the lowest index pair: the
       tree is the one Kruskal's algorithm returns scanning edges sorted by weight, then
       row-major, and a deterministic function of the input. It depends only on the
@@ -382,3 +396,17 @@ def dmst(
     nan = torch.where(_nan_graphs(s.detach()), float("nan"), 0.0).to(out.dtype)[:, None, None]
     out = out + nan if out.requires_grad else out.add_(nan)
     return out.reshape(*batch, k, k)
+
+
+def _register_native() -> None:
+    @torch.library.register_fake("torch_artic::mst_prim")
+    def _fake(weights):
+        n, k = weights.shape[0], weights.shape[1]
+        return (
+            weights.new_empty(n, k, dtype=torch.long),
+            weights.new_empty(n, k, dtype=torch.long),
+        )
+
+
+if _native.extension_loaded():
+    _register_native()
