@@ -8,6 +8,7 @@
 // float16/bfloat16 inputs accumulate in float32, float32 in float32, float64 in
 // float64.
 #include "pairwise_distance_variance/pairwise_distance_variance.h"
+#include "common/cuda.cuh"
 
 #include <torch/csrc/stable/accelerator.h>
 #include <torch/headeronly/util/BFloat16.h>
@@ -135,28 +136,6 @@ __global__ void backward_kernel(const T* __restrict__ p, const T* __restrict__ w
   if (gw) gw[r] = static_cast<T>(aw);
 }
 
-cudaStream_t current_stream(const Tensor& t) {
-  void* s = nullptr;
-  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(t.get_device_index(), &s));
-  return static_cast<cudaStream_t>(s);
-}
-
-void check_launch() {
-  const cudaError_t err = cudaGetLastError();
-  STD_TORCH_CHECK(err == cudaSuccess, "torch_artic CUDA kernel launch failed: ",
-                  cudaGetErrorString(err));
-}
-
-template <typename F>
-void dispatch_floating(ScalarType st, F&& f) {
-  switch (st) {
-    case ScalarType::Float: f(float{}); break;
-    case ScalarType::Double: f(double{}); break;
-    case ScalarType::Half: f(c10::Half{}); break;
-    case ScalarType::BFloat16: f(c10::BFloat16{}); break;
-    default: STD_TORCH_CHECK(false, "torch_artic: unsupported dtype");
-  }
-}
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> pairwise_distance_stats_cuda(
     const Tensor& points, const std::optional<Tensor>& weights) {

@@ -19,6 +19,7 @@
 // float16/bfloat16 inputs compute and accumulate in float32, float32 in float32,
 // float64 in float64.
 #include "sketch_render/sketch_render.h"
+#include "common/cuda.cuh"
 
 #include <torch/csrc/stable/accelerator.h>
 #include <torch/headeronly/util/BFloat16.h>
@@ -412,28 +413,6 @@ __global__ void edge_out_kernel(int64_t n, int64_t C, const typename Acc<T>::typ
 }
 
 // ---------------------------------------------------------------- host side
-cudaStream_t current_stream(const Tensor& t) {
-  void* s = nullptr;
-  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(t.get_device_index(), &s));
-  return static_cast<cudaStream_t>(s);
-}
-
-void check_launch() {
-  const cudaError_t err = cudaGetLastError();
-  STD_TORCH_CHECK(err == cudaSuccess, "torch_artic CUDA kernel launch failed: ",
-                  cudaGetErrorString(err));
-}
-
-template <typename F>
-void dispatch_floating(ScalarType st, F&& f) {
-  switch (st) {
-    case ScalarType::Float: f(float{}); break;
-    case ScalarType::Double: f(double{}); break;
-    case ScalarType::Half: f(c10::Half{}); break;
-    case ScalarType::BFloat16: f(c10::BFloat16{}); break;
-    default: STD_TORCH_CHECK(false, "torch_artic: unsupported dtype");
-  }
-}
 
 template <typename F>
 void dispatch_mode(int64_t composite, F&& f) {
