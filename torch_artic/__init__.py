@@ -1,9 +1,16 @@
 """torch-artic: differentiable primitives for self-supervised articulated-pose learning.
 
-See https://github.com/ (docs/) for the guide. The public API:
+The public API (the guide and API reference are the Sphinx docs in ``docs/``):
 
-- :func:`soft_argmax2d`, :func:`gaussian_heatmaps`, :func:`concentration_loss`
-- :func:`pairwise_distance_variance` (native CPU/CUDA kernels)
+- keypoints from heatmaps: :func:`soft_argmax2d`, :func:`gaussian_heatmaps`,
+  :func:`concentration_loss`
+- skeleton discovery: :func:`pairwise_distance_variance` (native kernels),
+  :func:`dmst`, :func:`lvmst`, :func:`limb_variance_loss`, :func:`self_consistency_loss`
+- sketching: :func:`sketch_render` (native kernels)
+- warps: :func:`tps_warp`, :func:`random_tps`, :func:`scale_tps`
+- loss balancing: :class:`BalancedMTL`
+- data and metrics: :func:`stickman2d`, :func:`stickman3d`,
+  :func:`hungarian_keypoint_error`, :func:`mpjpe`, :func:`pa_mpjpe`, ...
 - :func:`backend_info`: which native kernels are in use, and why not
 """
 
