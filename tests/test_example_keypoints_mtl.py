@@ -6,39 +6,17 @@ the digit's shape, not one lucky run.
 """
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "examples" / "keypoints_mtl.py"
 
 
-def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MPLBACKEND="Agg")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def test_help():
-    out = _run("--help").stdout
+def test_help(run_example):
+    out = run_example("keypoints_mtl", "--help").stdout
     for flag in ("--quick", "--seed", "--out", "--steps", "--single-steps"):
         assert flag in out
 
 
-def test_quick_run_clears_the_bars(tmp_path):
+def test_quick_run_clears_the_bars(tmp_path, run_example):
     png = tmp_path / "kp.png"
-    proc = _run("--quick", "--seed", "0", "--out", str(png))
+    proc = run_example("keypoints_mtl", "--quick", "--seed", "0", "--out", str(png))
     lines = proc.stdout.strip().splitlines()
     assert len(lines) > 3, "expected progress lines before the metrics"
     m = json.loads(lines[-1])

@@ -3,35 +3,11 @@ line is one JSON object of metrics)."""
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_example(name: str, *args: str, timeout: float = 600) -> dict:
-    """Run ``examples/<name>.py`` in a subprocess; return its last stdout line as JSON."""
-    env = dict(os.environ, MPLBACKEND="Agg")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / f"{name}.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
-    assert lines, "no output"
-    return json.loads(lines[-1])
-
-
-def test_lift3d_quick(tmp_path):
+def test_lift3d_quick(tmp_path, run_example):
     out = tmp_path / "lift3d.png"
-    m = run_example("lift3d", "--quick", "--out", str(out))
+    m = json.loads(run_example("lift3d", "--quick", "--out", str(out)).stdout.splitlines()[-1])
     for key in ("zero_depth", "lvmst", "supervised", "adversarial"):
         assert math.isfinite(m[f"{key}_mpjpe_mm"]) and m[f"{key}_sign"] in (1, -1)
     # the rigidity prior lifts: clearly better than no depth at all (0.80-0.89 of it
