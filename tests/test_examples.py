@@ -7,7 +7,9 @@ import math
 
 def test_lift3d_quick(tmp_path, run_example):
     out = tmp_path / "lift3d.png"
-    m = json.loads(run_example("lift3d", "--quick", "--out", str(out)).stdout.splitlines()[-1])
+    lines = run_example("lift3d", "--quick", "--out", str(out)).stdout.strip().splitlines()
+    assert lines, "no output"
+    m = json.loads(lines[-1])
     for key in ("zero_depth", "lvmst", "supervised", "adversarial"):
         assert math.isfinite(m[f"{key}_mpjpe_mm"]) and m[f"{key}_sign"] in (1, -1)
     # the rigidity prior lifts: clearly better than no depth at all (0.80-0.89 of it
