@@ -7,7 +7,8 @@ altogether (pure-torch fallbacks only).
 
 The kernels use LibTorch's stable ABI only (``torch/csrc/stable``), are built with
 ``py_limited_api`` and target torch 2.10 (``TORCH_TARGET_VERSION``), so one abi3
-wheel serves every torch >= 2.10 and every CPython >= 3.10.
+wheel serves every torch >= 2.10 and every CPython >= 3.10. The architecture is in
+``docs/native.md``; adding an op, in ``docs/adding-a-native-op.md``.
 """
 
 import glob
@@ -15,7 +16,7 @@ import os
 
 from setuptools import setup
 
-# Stable-ABI floor: the oldest torch the binary may load into. See DESIGN.md.
+# Stable-ABI floor: the oldest torch the binary may load into (docs/native.md).
 TORCH_TARGET_VERSION = "0x020a000000000000"  # torch 2.10
 
 
@@ -41,6 +42,10 @@ def _extensions():
     defines = [
         f"-DTORCH_TARGET_VERSION={TORCH_TARGET_VERSION}",
     ]
+    # No absolute path of this machine in the binary (assert / __FILE__ strings): the
+    # sources and torch's headers are named relative to their roots.
+    torch_include = os.path.join(os.path.dirname(torch.__file__), "include")
+    prefix_maps = [f"-ffile-prefix-map={here}/=", f"-ffile-prefix-map={torch_include}/=torch/"]
     cxx = ["-O0", "-g"] if debug else ["-O3"]
     # Parallelism comes from torch's own thread pool (torch::stable::parallel_for,
     # itself OpenMP in the CPU wheels), so torch.set_num_threads governs it and no
@@ -48,6 +53,7 @@ def _extensions():
     # No errno from sqrt and no trapping-math assumptions: lets the selects around
     # divisions in the inner loops vectorise. Results stay IEEE (no -ffast-math).
     cxx += ["-std=c++20", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", *defines]
+    cxx += prefix_maps
     kwargs = dict(
         name="torch_artic._C",
         include_dirs=[os.path.join(here, "csrc")],
@@ -55,6 +61,7 @@ def _extensions():
     )
     if use_cuda:
         nvcc = ["-O3", "-std=c++20", "-DUSE_CUDA", "--expt-relaxed-constexpr", *defines]
+        nvcc += [f"-Xcompiler={m}" for m in prefix_maps]
         ext = CUDAExtension(
             sources=cpp + cu,
             extra_compile_args={"cxx": [*cxx, "-DUSE_CUDA"], "nvcc": nvcc},

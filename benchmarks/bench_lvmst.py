@@ -1,6 +1,6 @@
 """lvmst forward + backward: native variance kernel vs the pure-torch reference.
 
-    python -m benchmarks.bench_lvmst [--quick] [--device cuda] [--threads N]
+python -m benchmarks.bench_lvmst [--quick] [--device cuda] [--threads N]
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ def _points(b, k, d, device):
 
 
 def case_lvmst(b, k, d, device, mode, fallback):
-    from torch_artic import _native, lvmst
+    from torch_artic import force_reference, lvmst
 
     x = _points(b, k, d, device)
 
     def step():
         if fallback:
-            with _native.forced_fallback():
-                lvmst(x, mode=mode).loss.backward()
+            with force_reference():
+                lvmst(x, relaxation=mode).loss.backward()
         else:
-            lvmst(x, mode=mode).loss.backward()
+            lvmst(x, relaxation=mode).loss.backward()
 
     return step
 
@@ -47,8 +47,18 @@ def main(argv=None):
             case = f"B={b} K={k} D={d} mode={mode}"
             for impl, fallback in (("native", False), ("reference", True)):
                 r = measure(
-                    "lvmst fwd+bwd", case, impl, case_lvmst, b, k, d, args.device, mode,
-                    fallback, repeats=3 if args.quick else 15, device=args.device,
+                    "lvmst fwd+bwd",
+                    case,
+                    impl,
+                    case_lvmst,
+                    b,
+                    k,
+                    d,
+                    args.device,
+                    mode,
+                    fallback,
+                    repeats=3 if args.quick else 15,
+                    device=args.device,
                     threads=args.threads,
                 )
                 if r:

@@ -1,6 +1,6 @@
 """Benchmark: ``dmst`` (differentiable minimum spanning tree).
 
-1. ``dmst(mode="hard")`` on 4096 graphs of K = 32 (float32 and float64) against a Python
+1. ``dmst(relaxation="hard")`` on 4096 graphs of K = 32 (float32 and float64) against a Python
    loop over ``scipy.sparse.csgraph.minimum_spanning_tree`` (one call per graph, the
    way one would use scipy on a batch). The issue asks for >= 20x.
 2. Cost vs K of the relaxations on one graph (the LVMST case: one variance matrix per
@@ -42,7 +42,7 @@ def ours_hard(n: int, k: int, dtype: str, device: str):
     w = _weights(n, k, dtype, device)
 
     def step():
-        dmst(w, mode="hard")
+        dmst(w, relaxation="hard")
 
     return step
 
@@ -70,7 +70,7 @@ def ours_mode(n: int, k: int, device: str, mode: str, backward: bool):
     g = torch.rand(n, k, k, generator=torch.Generator().manual_seed(1)).to(device)
 
     def step():
-        out = dmst(w, mode=mode)
+        out = dmst(w, relaxation=mode)
         if backward:
             (out * g).sum().backward()
 

@@ -28,19 +28,19 @@ def case_native(b, k, d, device, weighted):
     x, w = _inputs(b, k, d, device, weighted)
 
     def step():
-        pairwise_distance_variance(x, weights=w).sum().backward()
+        pairwise_distance_variance(x, confidence=w).sum().backward()
 
     return step
 
 
 def case_reference(b, k, d, device, weighted):
-    from torch_artic import _native, pairwise_distance_variance
+    from torch_artic import force_reference, pairwise_distance_variance
 
     x, w = _inputs(b, k, d, device, weighted)
 
     def step():
-        with _native.forced_fallback():
-            pairwise_distance_variance(x, weights=w).sum().backward()
+        with force_reference():
+            pairwise_distance_variance(x, confidence=w).sum().backward()
 
     return step
 
@@ -77,8 +77,18 @@ def main(argv=None):
                 impls.append(("cdist().var()", case_cdist))
             for name, fn in impls:
                 r = measure(
-                    "pdv fwd+bwd", case, name, fn, b, k, d, args.device, weighted,
-                    repeats=repeats, device=args.device, threads=args.threads,
+                    "pdv fwd+bwd",
+                    case,
+                    name,
+                    fn,
+                    b,
+                    k,
+                    d,
+                    args.device,
+                    weighted,
+                    repeats=repeats,
+                    device=args.device,
+                    threads=args.threads,
                 )
                 if r:
                     results.append(r)

@@ -4,8 +4,9 @@ Forward + backward (``torch.autograd.grad`` of a random linear function of the o
 ``[64, 16, 64, 64]`` and ``[16, 32, 128, 128]`` float32 heatmaps. The baseline, ``dense``, is
 the textbook implementation: softmax over the flattened ``H * W`` pixels, then
 ``(probs[..., None] * grid).sum`` with a materialised ``[..., H, W, 2]`` product
-(``torch_artic.soft_argmax._soft_argmax2d_dense``). With ``--covariance`` both also return the
-covariance (centred outer products; dense builds ``[..., H, W, 2, 2]``).
+(``soft_argmax2d_dense`` of ``tests/oracles.py``, the tests' oracle). With
+``--covariance`` both also return the covariance (centred outer products; dense builds
+``[..., H, W, 2, 2]``).
 
 Run from the repository root::
 
@@ -26,9 +27,10 @@ def make_step(impl: str, shape: tuple[int, ...], device: str, covariance: bool):
     """Factory (runs in the benchmark subprocess): inputs + a forward/backward closure."""
     import torch
 
-    from torch_artic.soft_argmax import _soft_argmax2d_dense, soft_argmax2d
+    from tests.oracles import soft_argmax2d_dense
+    from torch_artic.soft_argmax import soft_argmax2d
 
-    fn = soft_argmax2d if impl == "torch_artic" else _soft_argmax2d_dense
+    fn = soft_argmax2d if impl == "torch_artic" else soft_argmax2d_dense
     gen = torch.Generator(device=device).manual_seed(0)
     h = torch.randn(shape, generator=gen, device=device).requires_grad_()
     w_mean = torch.randn(*shape[:-2], 2, generator=gen, device=device)
@@ -36,10 +38,10 @@ def make_step(impl: str, shape: tuple[int, ...], device: str, covariance: bool):
 
     def step():
         if covariance:
-            mean, cov = fn(h, 0.5, return_covariance=True)
+            mean, cov = fn(h, temperature=0.5, return_covariance=True)
             loss = (mean * w_mean).sum() + (cov * w_cov).sum()
         else:
-            loss = (fn(h, 0.5) * w_mean).sum()
+            loss = (fn(h, temperature=0.5) * w_mean).sum()
         torch.autograd.grad(loss, h)
 
     return step

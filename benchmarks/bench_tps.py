@@ -36,7 +36,7 @@ def _inputs(device: str, grad: bool):
     from torch_artic.tps import random_tps
 
     g = torch.Generator().manual_seed(0)
-    src, dst = random_tps(SHAPE[0], grid=GRID, scale=0.08, generator=g)
+    src, dst = random_tps(SHAPE[0], grid=GRID, noise_scale=0.08, generator=g)
     image = torch.rand(SHAPE, generator=g)
     src, dst, image = (t.to(device).requires_grad_(grad) for t in (src, dst, image))
     return src, dst, image
@@ -48,7 +48,7 @@ def ours_image(device: str, backward: bool):
     src, dst, image = _inputs(device, backward)
 
     def step():
-        out = tps_warp(src, dst, image).image
+        out = tps_warp(src, dst, image=image).image
         if backward:
             out.sum().backward()
 

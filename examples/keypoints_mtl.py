@@ -244,14 +244,14 @@ class Model(nn.Module):
 def keypoints(model: Model, x: torch.Tensor, args) -> tuple[torch.Tensor, torch.Tensor]:
     """Heatmaps ``[B, K, S, S]`` and keypoints ``[B, K, 2]`` (normalised (x, y))."""
     h = model.detector(x)
-    return h, ta.soft_argmax2d(h, args.temperature)
+    return h, ta.soft_argmax2d(h, temperature=args.temperature)
 
 
 def warp_triplet(x: torch.Tensor, args, g: torch.Generator) -> torch.Tensor:
     """``[3, B, 1, S, S]``: each image, its half warp and its whole warp (§4.5.5.3)."""
-    src, dst = ta.random_tps(x.shape[0], grid=args.grid, scale=args.warp, generator=g)
+    src, dst = ta.random_tps(x.shape[0], grid=args.grid, noise_scale=args.warp, generator=g)
     _, half = ta.scale_tps(src, dst, 0.5)
-    both = ta.tps_warp(torch.cat((src, src)), torch.cat((half, dst)), x.repeat(2, 1, 1, 1))
+    both = ta.tps_warp(torch.cat((src, src)), torch.cat((half, dst)), image=x.repeat(2, 1, 1, 1))
     return torch.stack((x, *both.image.chunk(2)))
 
 

@@ -138,7 +138,7 @@ def train_lvmst(xy: torch.Tensor, args, g: torch.Generator) -> tuple[DepthNet, t
         # mode="hard": the tree is a constant of each step, the gradient flows through
         # the variances of its edges only. (The default straight-through gradient also
         # pushes the variances of pairs *off* the tree up, and here diverges.)
-        tree = lvmst(torch.cat((p, z[..., None]), -1), mode=args.tree_mode)
+        tree = lvmst(torch.cat((p, z[..., None]), -1), relaxation=args.tree_mode)
         consistency = self_consistency_loss(net, p, depth=z)
         loss = tree.loss + args.consistency * consistency
         opt.zero_grad()
@@ -262,7 +262,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam lr of the depth MLPs")
     ap.add_argument("--consistency", type=float, default=10.0, help="self-consistency weight")
-    ap.add_argument("--tree-mode", default="hard", help="dmst mode of the LVMST (hard, ste)")
+    ap.add_argument("--tree-mode", default="hard", help="dmst relaxation of the LVMST (hard, ste)")
     ap.add_argument("--adv-lr", type=float, default=2e-4, help="adversarial lifter lr")
     ap.add_argument("--adv-recon", type=float, default=10.0, help="reconstruction weight")
     ap.add_argument("--adv-d-ratio", type=float, default=1.0, help="discriminator lr / lifter lr")

@@ -10,9 +10,9 @@ tells it where the joints are or which are connected. It is trained only by
 - **limb variance**: the batch variance of the tree's limb lengths (``lvmst(...).loss``),
   switched on after the first sixth of training (thesis: epoch 5 of 30);
 
-combined by ``BalancedMTL("exp")`` (Liang & Zhang 2020, ``e^{l/50}``), Adam, batch 96, fresh
-figures every step. The held-out error is the thesis's: one Hungarian matching of predicted
-to true keypoints for the whole test set, then the MSE per landmark in normalised [-1, 1]
+combined by ``BalancedMTL(strategy="exp")`` (Liang & Zhang 2020, ``e^{l/50}``), Adam, batch
+96, fresh figures every step. The held-out error is the thesis's: one Hungarian matching of
+predicted to true keypoints for the whole test set, then the MSE per landmark in normalised [-1, 1]
 coordinates (Table 5.8 reports 0.0006 on average for this model); the recovered skeleton is
 the LVMST of the held-out predictions, scored by edge precision / recall.
 
@@ -140,10 +140,14 @@ class Detector(nn.Module):
         super().__init__()
         self.k = k
         self.net = nn.Sequential(
-            nn.Linear(w * w, 512), nn.ReLU(),
-            nn.Linear(512, 256), nn.ReLU(),
-            nn.Linear(256, 512), nn.ReLU(),
-            nn.Linear(512, 2 * k), nn.Tanh(),
+            nn.Linear(w * w, 512),
+            nn.ReLU(),
+            nn.Linear(512, 256),
+            nn.ReLU(),
+            nn.Linear(256, 512),
+            nn.ReLU(),
+            nn.Linear(512, 2 * k),
+            nn.Tanh(),
         )
         if spread > 0:
             angle = torch.arange(k) * 2 * math.pi / k - math.pi / 2
@@ -185,8 +189,9 @@ def redundancy(points: torch.Tensor, adjacency: torch.Tensor, img: torch.Tensor)
     return delta
 
 
-def unexplained_ink(img: torch.Tensor, sketch: torch.Tensor, near: torch.Tensor,
-                    threshold: float = 0.15):
+def unexplained_ink(
+    img: torch.Tensor, sketch: torch.Tensor, near: torch.Tensor, threshold: float = 0.15
+):
     """Per image, the normalised ``(x, y)`` of the pixel nearest to ``near`` ``[B, 2]``
     among those where the ink the sketch leaves unexplained (blurred by 2 px) is at least
     half its peak, and whether there is any (peak > ``threshold``)."""
@@ -209,7 +214,9 @@ def train(args, g: torch.Generator, check: bool = True) -> tuple[Detector, dict]
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
     mtl = BalancedMTL(
-        ["recon", "variance", "reseed"], "exp", multipliers={"recon": 10.0, "reseed": 10.0}
+        ["recon", "variance", "reseed"],
+        strategy="exp",
+        multipliers={"recon": 10.0, "reseed": 10.0},
     )
     var_start = round(args.var_start * args.steps)
     flagged, reseeds, t0 = None, [], time.perf_counter()
@@ -221,7 +228,7 @@ def train(args, g: torch.Generator, check: bool = True) -> tuple[Detector, dict]
             img, _ = center(img)
         kp = net(gaussian_blur(img, cosine(frac, args.blur_input, args.coarse)))
         use_var = step > var_start
-        tree = lvmst(kp, mode="ste" if use_var else "hard", temperature=args.temperature)
+        tree = lvmst(kp, relaxation="ste" if use_var else "hard", temperature=args.temperature)
         adj = tree.adjacency.detach()
         ink = 4.0 * sketch_render(kp, 0.25 * adj, SIZE)  # min(4, sum of the lines)
         sketch = ink.clamp(max=1.0)  # == sketch_render(kp, adj, SIZE): the thesis's sketch
@@ -236,17 +243,21 @@ def train(args, g: torch.Generator, check: bool = True) -> tuple[Detector, dict]
                 flagged = worst if 1e-3 < median and delta[worst] < 0.25 * median else None
                 if flagged is not None and (not reseeds or reseeds[-1][1] != flagged):
                     reseeds.append((step, flagged))
-                    log(f"  step {step}: keypoint {flagged} draws nothing new "
-                        f"(Δ {delta[worst].item():.1e} vs median {median:.1e}): re-seeding it")
+                    log(
+                        f"  step {step}: keypoint {flagged} draws nothing new "
+                        f"(Δ {delta[worst].item():.1e} vs median {median:.1e}): re-seeding it"
+                    )
             if flagged is not None:
                 target, ok = unexplained_ink(img, sketch.detach(), kp[:, flagged].detach())
                 if bool(ok.any()):
                     losses["reseed"] = (kp[ok, flagged] - target[ok]).pow(2).sum(-1).mean()
         recent = [*recent[-99:], float(F.mse_loss(sketch.detach(), img))]
         if check and step == check_step and sum(recent) / len(recent) > args.restart_above:
-            log(f"step {step}: sketch MSE {sum(recent) / len(recent):.5f} over the last "
+            log(
+                f"step {step}: sketch MSE {sum(recent) / len(recent):.5f} over the last "
                 f"{len(recent)} steps > {args.restart_above}: a limb is missing, restarting "
-                "from a fresh initialisation")
+                "from a fresh initialisation"
+            )
             return net, {"reseeds": reseeds, "converged": False, "steps": step}
         total = mtl(losses)
         opt.zero_grad()
@@ -254,16 +265,18 @@ def train(args, g: torch.Generator, check: bool = True) -> tuple[Detector, dict]
         opt.step()
         sched.step()
         if step % max(1, args.steps // 10) == 0 or step == args.steps:
-            log(f"step {step}/{args.steps}  sketch MSE {recent[-1]:.5f}  "
+            log(
+                f"step {step}/{args.steps}  sketch MSE {recent[-1]:.5f}  "
                 f"limb variance {tree.loss.item():.2e}  blur {blur:.1f}px  "
-                f"({time.perf_counter() - t0:.0f}s)")
+                f"({time.perf_counter() - t0:.0f}s)"
+            )
     return net, {"reseeds": reseeds, "converged": True, "steps": args.steps}
 
 
 # ----------------------------------------------------------------------------- evaluation
 def evaluate(pred: torch.Tensor, data) -> dict:
     err = hungarian_keypoint_error(pred, data.keypoints)
-    adj = lvmst(pred, mode="hard").adjacency
+    adj = lvmst(pred, relaxation="hard").adjacency
     pr = edge_precision_recall(adj, data.edges, assignment=err.assignment)
     inverse = {int(p): j for j, p in enumerate(err.assignment.tolist())}
     tree = sorted(
@@ -273,8 +286,14 @@ def evaluate(pred: torch.Tensor, data) -> dict:
     # head, mid-shoulder and mid-hip are collinear and rigid, so (1, 2) is a rigid pair too:
     # a tree of rigid pairs only is an equally exact skeleton (reported beside the recall)
     rigid = pairwise_distance_variance(data.keypoints.double()) < 1e-10
-    return dict(err=err, adjacency=adj, pr=pr, tree=tree, rigid_pairs=rigid,
-                rigid=all(bool(rigid[a, b]) for a, b in tree))
+    return dict(
+        err=err,
+        adjacency=adj,
+        pr=pr,
+        tree=tree,
+        rigid_pairs=rigid,
+        rigid=all(bool(rigid[a, b]) for a, b in tree),
+    )
 
 
 def figure(path: str, data, pred: torch.Tensor, ev: dict, n: int = 4) -> None:
@@ -314,8 +333,11 @@ def figure(path: str, data, pred: torch.Tensor, ev: dict, n: int = 4) -> None:
     for a, b in STICKMAN2D_EDGES:
         ax.plot(mean[[a, b], 0], mean[[a, b], 1], "-", color="0.85", lw=5)
     for a, b in found:  # green: a limb; orange: the rigid head-hip pair; red: not rigid
-        color = "tab:green" if (a, b) in set(STICKMAN2D_EDGES) else (
-            "tab:orange" if ev["rigid_pairs"][a, b] else "tab:red")
+        color = (
+            "tab:green"
+            if (a, b) in set(STICKMAN2D_EDGES)
+            else ("tab:orange" if ev["rigid_pairs"][a, b] else "tab:red")
+        )
         ax.plot(mean[[a, b], 0], mean[[a, b], 1], "-", color=color)
     for j in range(K):
         ax.plot(mean[j, 0], mean[j, 1], "o", color=colors[j], ms=4)
@@ -337,10 +359,12 @@ def figure(path: str, data, pred: torch.Tensor, ev: dict, n: int = 4) -> None:
     ax.tick_params(axis="x", labelsize=6)
     ax.set_title("held-out MSE\n(| thesis, -- its mean)", fontsize=8)
     axes[2, n].axis("off")
-    axes[2, n].text(0.0, 0.5, "+ truth\n• prediction\n(colour: matched\njoint)", fontsize=7,
-                    va="center")
-    fig.suptitle(f"held-out figures: mean MSE {float(err.mse):.1e} (thesis {THESIS_MSE})",
-                 fontsize=9)
+    axes[2, n].text(
+        0.0, 0.5, "+ truth\n• prediction\n(colour: matched\njoint)", fontsize=7, va="center"
+    )
+    fig.suptitle(
+        f"held-out figures: mean MSE {float(err.mse):.1e} (thesis {THESIS_MSE})", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -352,42 +376,86 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="the small CI budget (1-2 min)")
     ap.add_argument("--seed", type=int, default=0, help="training seed (weights and data)")
     ap.add_argument("--out", default="stickman2d.png", help="where to write the figure")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: a batch-96 MLP gains little from more, "
-                         "and results are reproducible for a given thread count)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: a batch-96 MLP gains little from more, "
+        "and results are reproducible for a given thread count)",
+    )
     ap.add_argument("--steps", type=int, help="training steps (default: the budget's)")
     ap.add_argument("--batch", type=int, default=96, help="figures per step (thesis: 96)")
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay)")
-    ap.add_argument("--var-start", type=float, default=1 / 6,
-                    help="fraction of training before the limb-variance loss (thesis 5/30)")
-    ap.add_argument("--temperature", type=float, default=0.1,
-                    help="relative temperature of the LVMST's straight-through gradient")
-    ap.add_argument("--no-centring", dest="centring", action="store_false",
-                    help="feed the detector the raw image (no centring on the ink centroid)")
-    ap.add_argument("--init-spread", type=float, default=0.5,
-                    help="radius of the circle the keypoints start on (0: PyTorch's default "
-                         "initialisation, all near the centre)")
-    ap.add_argument("--coarse", type=float, default=0.5,
-                    help="fraction of training over which the blurs decay to 0")
+    ap.add_argument(
+        "--var-start",
+        type=float,
+        default=1 / 6,
+        help="fraction of training before the limb-variance loss (thesis 5/30)",
+    )
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=0.1,
+        help="relative temperature of the LVMST's straight-through gradient",
+    )
+    ap.add_argument(
+        "--no-centring",
+        dest="centring",
+        action="store_false",
+        help="feed the detector the raw image (no centring on the ink centroid)",
+    )
+    ap.add_argument(
+        "--init-spread",
+        type=float,
+        default=0.5,
+        help="radius of the circle the keypoints start on (0: PyTorch's default "
+        "initialisation, all near the centre)",
+    )
+    ap.add_argument(
+        "--coarse",
+        type=float,
+        default=0.5,
+        help="fraction of training over which the blurs decay to 0",
+    )
     ap.add_argument("--blur-input", type=float, default=4.0, help="initial input blur (px)")
     ap.add_argument("--blur-loss", type=float, default=8.0, help="initial residual blur (px)")
-    ap.add_argument("--additive", type=float, default=1.0,
-                    help="initial weight of the overlapping (additive) ink")
-    ap.add_argument("--additive-until", type=float, default=0.6,
-                    help="fraction of training at which the additive ink reaches 0")
-    ap.add_argument("--reseed-until", type=float, default=0.7,
-                    help="fraction of training during which redundant keypoints are re-seeded "
-                         "(0: never)")
+    ap.add_argument(
+        "--additive",
+        type=float,
+        default=1.0,
+        help="initial weight of the overlapping (additive) ink",
+    )
+    ap.add_argument(
+        "--additive-until",
+        type=float,
+        default=0.6,
+        help="fraction of training at which the additive ink reaches 0",
+    )
+    ap.add_argument(
+        "--reseed-until",
+        type=float,
+        default=0.7,
+        help="fraction of training during which redundant keypoints are re-seeded (0: never)",
+    )
     ap.add_argument("--reseed-every", type=int, default=25, help="steps between checks")
-    ap.add_argument("--attempts", type=int, default=3,
-                    help="training runs at most: a run whose sketch error is still above "
-                         "--restart-above at --check-at of training restarts from a fresh "
-                         "initialisation (1: never restart)")
-    ap.add_argument("--check-at", type=float, default=0.6,
-                    help="fraction of training at which a run is checked")
-    ap.add_argument("--restart-above", type=float, default=1e-3,
-                    help="sketch MSE (mean of the last 100 steps) above which a run restarts "
-                         "(converged runs: 1e-4 to 6e-4 there; runs missing a limb: > 2e-3)")
+    ap.add_argument(
+        "--attempts",
+        type=int,
+        default=3,
+        help="training runs at most: a run whose sketch error is still above "
+        "--restart-above at --check-at of training restarts from a fresh "
+        "initialisation (1: never restart)",
+    )
+    ap.add_argument(
+        "--check-at", type=float, default=0.6, help="fraction of training at which a run is checked"
+    )
+    ap.add_argument(
+        "--restart-above",
+        type=float,
+        default=1e-3,
+        help="sketch MSE (mean of the last 100 steps) above which a run restarts "
+        "(converged runs: 1e-4 to 6e-4 there; runs missing a limb: > 2e-3)",
+    )
     args = ap.parse_args(argv)
     budget = BUDGETS["quick" if args.quick else "full"]
     args.steps = args.steps or budget["steps"]
@@ -398,15 +466,19 @@ def main(argv=None) -> dict:
     t_start = time.perf_counter()
 
     test = stickman2d(budget["eval"], generator=torch.Generator().manual_seed(EVAL_SEED))
-    log(f"training on fresh batches of {args.batch} figures for {args.steps} steps, "
-        f"testing on {budget['eval']} held-out figures ({args.threads} thread(s))")
+    log(
+        f"training on fresh batches of {args.batch} figures for {args.steps} steps, "
+        f"testing on {budget['eval']} held-out figures ({args.threads} thread(s))"
+    )
     with torch.no_grad(), torch.random.fork_rng():
         untrained = evaluate(
             predict(Detector(spread=args.init_spread), test.images, args.centring), test
         )
         mean_pose = evaluate(test.keypoints.mean(0).expand_as(test.keypoints).clone(), test)
-    log(f"untrained detector: mean MSE {float(untrained['err'].mse):.4f}; "
-        f"best constant pose: {float(mean_pose['err'].mse):.4f}")
+    log(
+        f"untrained detector: mean MSE {float(untrained['err'].mse):.4f}; "
+        f"best constant pose: {float(mean_pose['err'].mse):.4f}"
+    )
 
     attempts = []
     for attempt in range(1, args.attempts + 1):
@@ -422,8 +494,10 @@ def main(argv=None) -> dict:
     per = dict(zip(STICKMAN2D_JOINTS, err.per_landmark_mse.tolist(), strict=True))
     for name, value in per.items():
         log(f"{name:>14}: MSE {value:.6f}")
-    log(f"mean MSE {float(err.mse):.6f} (thesis Table 5.8: {THESIS_MSE}); "
-        f"tree {ev['tree']}: edge precision {pr.precision:.0%}, recall {pr.recall:.0%}")
+    log(
+        f"mean MSE {float(err.mse):.6f} (thesis Table 5.8: {THESIS_MSE}); "
+        f"tree {ev['tree']}: edge precision {pr.precision:.0%}, recall {pr.recall:.0%}"
+    )
 
     metrics = {
         "budget": "quick" if args.quick else "full",

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import settings
 
-from torch_artic import _native
+from torch_artic import _native, force_reference
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
 settings.register_profile("dev", max_examples=25, deadline=None)
@@ -26,7 +26,7 @@ def backend(request):
             pytest.skip("native extension not loaded: " + str(_native.backend_info()["reason"]))
         yield "native"
     else:
-        with _native.forced_fallback():
+        with force_reference():
             yield "reference"
 
 

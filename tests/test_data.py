@@ -149,13 +149,13 @@ def test_stickman2d_lvmst_recovers_the_limbs():
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        (dict(n=0), ValueError, "`n`"),
-        (dict(n=2.0), TypeError, "`n`"),
-        (dict(n=True), TypeError, "`n`"),
-        (dict(n=2, size=1), ValueError, "size"),
-        (dict(n=2, size=(8, 9, 3)), TypeError, "size"),
-        (dict(n=2, sigma=0.0), ValueError, "sigma"),
-        (dict(n=2, generator=0), TypeError, "generator"),
+        (dict(batch_size=0), ValueError, "`batch_size`"),
+        (dict(batch_size=2.0), TypeError, "`batch_size`"),
+        (dict(batch_size=True), TypeError, "`batch_size`"),
+        (dict(batch_size=2, size=1), ValueError, "size"),
+        (dict(batch_size=2, size=(8, 9, 3)), TypeError, "size"),
+        (dict(batch_size=2, sigma=0.0), ValueError, "sigma"),
+        (dict(batch_size=2, generator=0), TypeError, "generator"),
     ],
 )
 def test_stickman2d_errors(kwargs, exc, match):
@@ -237,13 +237,13 @@ def test_stickman3d_lvmst_recovers_the_bones():
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        (dict(n=0), ValueError, "`n`"),
-        (dict(n=1.0), TypeError, "`n`"),
-        (dict(n=2, size=1), ValueError, "size"),
-        (dict(n=2, sigma=-1.0), ValueError, "sigma"),
-        (dict(n=2, blur=-1.0), ValueError, "blur"),
-        (dict(n=2, blur="x"), ValueError, "blur"),
-        (dict(n=2, generator="seed"), TypeError, "generator"),
+        (dict(batch_size=0), ValueError, "`batch_size`"),
+        (dict(batch_size=1.0), TypeError, "`batch_size`"),
+        (dict(batch_size=2, size=1), ValueError, "size"),
+        (dict(batch_size=2, sigma=-1.0), ValueError, "sigma"),
+        (dict(batch_size=2, blur=-1.0), ValueError, "blur"),
+        (dict(batch_size=2, blur="x"), ValueError, "blur"),
+        (dict(batch_size=2, generator="seed"), TypeError, "generator"),
     ],
 )
 def test_stickman3d_errors(kwargs, exc, match):

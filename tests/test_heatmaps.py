@@ -54,7 +54,7 @@ def sized_points(draw, margin=0.0, n_max=4, min_side=2):
 @given(sized_points(), sigmas)
 def test_matches_direct_formula_in_both_modes(sp, sigma):
     size, px = sp
-    grid = pixel_grid(*size, normalized=False, dtype=F64)  # [H, W, 2]
+    grid = pixel_grid(size, normalized=False, dtype=F64)  # [H, W, 2]
     d2 = ((grid - px[:, None, None, :]) ** 2).sum(-1)
     expected = torch.exp(-d2 / (2 * sigma**2))
     _close(gaussian_heatmaps(px, size, sigma, normalized=False), expected)
@@ -155,7 +155,7 @@ def test_round_trip_raw_heatmap_low_temperature_is_subpixel(sp, sigma, t):
     for normalized in (True, False):
         pts = normalize_points(px, size) if normalized else px
         g = gaussian_heatmaps(pts, size, sigma, normalized=normalized)
-        out = soft_argmax2d(g, t, normalized=normalized)
+        out = soft_argmax2d(g, temperature=t, normalized=normalized)
         back = denormalize_points(out, size) if normalized else out
         err = (back - px).abs()
         assert (err <= 0.5 + 1e-9).all()
@@ -166,7 +166,7 @@ def test_round_trip_raw_heatmap_low_temperature_is_subpixel(sp, sigma, t):
 def test_round_trip_zero_temperature_gives_nearest_pixel():
     px = torch.tensor([[10.3, 7.8], [4.6, 12.1]], dtype=F64)
     g = gaussian_heatmaps(px, (20, 24), 1.5, normalized=False)
-    _close(soft_argmax2d(g, 1e-6, normalized=False), px.round(), atol=1e-12, rtol=0)
+    _close(soft_argmax2d(g, temperature=1e-6, normalized=False), px.round(), atol=1e-12, rtol=0)
 
 
 # --------------------------------------------------------------------------- concentration_loss
@@ -176,7 +176,7 @@ def test_concentration_equals_eq_4_2(sp, sigma, t, seed):
     size, px = sp
     gen = torch.Generator().manual_seed(seed)
     h = torch.rand(2, px.shape[0], *size, generator=gen, dtype=F64)
-    pts = soft_argmax2d(h, t)
+    pts = soft_argmax2d(h, temperature=t)
     g = gaussian_heatmaps(pts, size, sigma)
     per = ((h - g) ** 2).sum(dim=(-2, -1))
     none = concentration_loss(h, sigma, temperature=t, reduction="none")

@@ -57,8 +57,8 @@ def test_effective_weights_are_the_analytic_ones(strategy, values, data):
     if strategy in ("exp", "dwa"):
         kw["temperature"] = data.draw(st.floats(1.0, 100.0))
     if strategy == "fixed":
-        kw["weights"] = data.draw(st.lists(st.floats(0.0, 5.0), min_size=k, max_size=k))
-    mtl = BalancedMTL(k, strategy, multipliers=mult, **kw).double()
+        kw["task_weights"] = data.draw(st.lists(st.floats(0.0, 5.0), min_size=k, max_size=k))
+    mtl = BalancedMTL(k, strategy=strategy, multipliers=mult, **kw).double()
     if strategy == "uncertainty":
         with torch.no_grad():
             mtl.log_vars.copy_(
@@ -79,7 +79,7 @@ def test_effective_weights_are_the_analytic_ones(strategy, values, data):
         values,
         mult,
         T=kw.get("temperature"),
-        weights=kw.get("weights"),
+        weights=kw.get("task_weights"),
         log_vars=mtl.log_vars.tolist() if strategy == "uncertainty" else None,
         lam=lam,
     ).double()
@@ -101,7 +101,7 @@ def test_totals_match_the_formulas():
         "dwa": sum(x for x in z),  # lambda = 1 before any history
     }
     for strategy, expected in cases.items():
-        mtl = BalancedMTL(["a", "b", "c"], strategy, multipliers=m)
+        mtl = BalancedMTL(["a", "b", "c"], strategy=strategy, multipliers=m)
         total = mtl(_losses(v))
         assert total.dtype == torch.float32 and total.dim() == 0
         assert abs(total.item() - expected) < 1e-5 * max(1.0, expected), strategy
@@ -109,8 +109,8 @@ def test_totals_match_the_formulas():
 
 def test_default_temperatures_and_thesis_configuration():
     assert BalancedMTL(2).temperature == 50.0  # thesis: e^{l/50}
-    assert BalancedMTL(2, "dwa").temperature == 2.0  # Liu et al. 2019
-    assert BalancedMTL(2, "log").temperature is None
+    assert BalancedMTL(2, strategy="dwa").temperature == 2.0  # Liu et al. 2019
+    assert BalancedMTL(2, strategy="log").temperature is None
     mtl = BalancedMTL(["recon", "other"], multipliers={"recon": 10.0})
     mtl({"recon": torch.tensor(0.5), "other": torch.tensor(0.5)})
     w = mtl.last_weights
@@ -119,10 +119,10 @@ def test_default_temperatures_and_thesis_configuration():
 
 
 def test_exp_emphasises_the_larger_loss():
-    mtl = BalancedMTL(2, "exp", temperature=1.0)
+    mtl = BalancedMTL(2, strategy="exp", temperature=1.0)
     mtl(_losses([0.1, 2.0]))
     assert mtl.last_weights[1] > 6 * mtl.last_weights[0]
-    mtl = BalancedMTL(2, "log")
+    mtl = BalancedMTL(2, strategy="log")
     mtl(_losses([0.1, 2.0]))
     assert mtl.last_weights[1] < mtl.last_weights[0]  # log does the opposite
 
@@ -138,7 +138,7 @@ def test_uncertainty_learns_the_noise_levels():
     noise = torch.tensor([0.1, 0.5])
     y = x @ true_w.T + noise * torch.randn(4000, 2, generator=g)
     model = torch.nn.Linear(3, 2)
-    mtl = BalancedMTL(["a", "b"], "uncertainty")
+    mtl = BalancedMTL(["a", "b"], strategy="uncertainty")
     assert [n for n, _ in mtl.named_parameters()] == ["log_vars"]
     opt = torch.optim.Adam(list(model.parameters()) + list(mtl.parameters()), lr=0.05)
     for step in range(400):
@@ -160,12 +160,12 @@ def test_uncertainty_learns_the_noise_levels():
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_missing_task_is_skipped(strategy):
-    mtl = BalancedMTL(["a", "b", "sup"], strategy)
+    mtl = BalancedMTL(["a", "b", "sup"], strategy=strategy)
     full = mtl({"a": torch.tensor(1.0), "b": torch.tensor(2.0), "sup": torch.tensor(3.0)})
-    mtl2 = BalancedMTL(["a", "b", "sup"], strategy)
+    mtl2 = BalancedMTL(["a", "b", "sup"], strategy=strategy)
     a = torch.tensor(1.0, requires_grad=True)
     part = mtl2({"a": a, "b": torch.tensor(2.0)})
-    part_none = BalancedMTL(["a", "b", "sup"], strategy)(
+    part_none = BalancedMTL(["a", "b", "sup"], strategy=strategy)(
         [torch.tensor(1.0), torch.tensor(2.0), None]
     )
     # (at log_vars = 0 a loss of 1 is the optimum of its s: d/ds = 0; task "b" has loss 2)
@@ -182,7 +182,7 @@ def test_missing_task_is_skipped(strategy):
 
 
 def test_missing_task_keeps_its_dwa_history():
-    mtl = BalancedMTL(["a", "b"], "dwa")
+    mtl = BalancedMTL(["a", "b"], strategy="dwa")
     mtl([torch.tensor(4.0), torch.tensor(4.0)])
     mtl([torch.tensor(2.0), torch.tensor(4.0)])
     mtl({"b": torch.tensor(8.0)})  # "a" absent: its ratio stays 2/4
@@ -191,10 +191,10 @@ def test_missing_task_keeps_its_dwa_history():
 
 
 def test_indices_and_names_address_tasks():
-    mtl = BalancedMTL(["a", "b"], "fixed", weights={"b": 3.0})
+    mtl = BalancedMTL(["a", "b"], strategy="fixed", task_weights={"b": 3.0})
     t1 = mtl({0: torch.tensor(1.0), "b": torch.tensor(1.0)})
     assert t1.item() == pytest.approx(4.0)
-    counted = BalancedMTL(3, "fixed", weights=[1.0, 2.0, 3.0])
+    counted = BalancedMTL(3, strategy="fixed", task_weights=[1.0, 2.0, 3.0])
     assert counted.task_names == ["0", "1", "2"]
     assert counted({"2": torch.tensor(1.0), 0: torch.tensor(1.0)}).item() == pytest.approx(4.0)
 
@@ -203,7 +203,7 @@ def test_indices_and_names_address_tasks():
 
 
 def test_dwa_epoch_mode():
-    mtl = BalancedMTL(["a", "b"], "dwa", dwa_update="epoch")
+    mtl = BalancedMTL(["a", "b"], strategy="dwa", dwa_update="epoch")
     for epoch_losses in ([[2.0, 1.0], [4.0, 1.0]], [[1.0, 2.0], [1.0, 2.0]]):
         for l in epoch_losses:
             mtl(_losses(l))
@@ -215,11 +215,11 @@ def test_dwa_epoch_mode():
     mtl(_losses([1.0, 1.0]))
     torch.testing.assert_close(mtl.last_weights, mtl.dwa_weights().float())
     with pytest.raises(ValueError, match="end_epoch"):
-        BalancedMTL(2, "dwa").end_epoch()
+        BalancedMTL(2, strategy="dwa").end_epoch()
 
 
 def test_dwa_weights_sum_to_k():
-    mtl = BalancedMTL(3, "dwa")
+    mtl = BalancedMTL(3, strategy="dwa")
     g = torch.Generator().manual_seed(1)
     for _ in range(5):
         mtl(list(torch.rand(3, generator=g) + 0.1))
@@ -236,7 +236,7 @@ def test_dwa_weights_sum_to_k():
 def test_amp_dtypes_are_computed_in_float32(dtype):
     # 600 / 50 = 12: e^12 = 1.6e5 overflows float16 (max 65504), not the float32 computation;
     # the gradient e^12 / 50 = 3255 fits the loss's dtype
-    mtl = BalancedMTL(2, "exp")
+    mtl = BalancedMTL(2, strategy="exp")
     losses = [torch.tensor(600.0, dtype=dtype, requires_grad=True), torch.tensor(1.0, dtype=dtype)]
     total = mtl(losses)
     assert total.dtype == torch.float32
@@ -246,12 +246,12 @@ def test_amp_dtypes_are_computed_in_float32(dtype):
     assert losses[0].grad.dtype == dtype and torch.isfinite(losses[0].grad).all()
     assert mtl.last_weights.dtype == torch.float32
     for strategy in STRATEGIES:
-        out = BalancedMTL(2, strategy)([torch.tensor(0.5, dtype=dtype)] * 2)
+        out = BalancedMTL(2, strategy=strategy)([torch.tensor(0.5, dtype=dtype)] * 2)
         assert out.dtype == torch.float32 and torch.isfinite(out)
 
 
 def test_under_autocast():
-    mtl = BalancedMTL(2, "uncertainty")
+    mtl = BalancedMTL(2, strategy="uncertainty")
     lin = torch.nn.Linear(4, 1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = lin(torch.randn(8, 4))
@@ -269,7 +269,7 @@ def test_float64_losses_give_float64():
 
 
 def test_exp_overflow_guard():
-    mtl = BalancedMTL(["small", "huge"], "exp")
+    mtl = BalancedMTL(["small", "huge"], strategy="exp")
     losses = _losses([1.0, 5000.0])  # 5000 / 50 = 100 > 80: e^100 overflows float32
     with pytest.warns(RuntimeWarning, match="huge"):
         total = mtl(losses)
@@ -281,11 +281,11 @@ def test_exp_overflow_guard():
     torch.testing.assert_close(mtl.last_weights[1], losses[1].grad)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        BalancedMTL(2, "exp")(_losses([1.0, 3999.0]))
+        BalancedMTL(2, strategy="exp")(_losses([1.0, 3999.0]))
 
 
 def test_exp_is_continuous_at_the_guard():
-    mtl = BalancedMTL(1, "exp", temperature=1.0)
+    mtl = BalancedMTL(1, strategy="exp", temperature=1.0)
     below = mtl([torch.tensor(79.999)]).item()
     with pytest.warns(RuntimeWarning):
         above = mtl([torch.tensor(80.001)]).item()
@@ -294,7 +294,7 @@ def test_exp_is_continuous_at_the_guard():
 
 def test_nan_in_nan_out():
     for strategy in STRATEGIES:
-        out = BalancedMTL(2, strategy)([torch.tensor(float("nan")), torch.tensor(1.0)])
+        out = BalancedMTL(2, strategy=strategy)([torch.tensor(float("nan")), torch.tensor(1.0)])
         assert torch.isnan(out)
 
 
@@ -303,8 +303,8 @@ def test_nan_in_nan_out():
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_state_dict_round_trip(strategy):
-    kw = {"weights": [1.0, 2.0]} if strategy == "fixed" else {}
-    mtl = BalancedMTL(["a", "b"], strategy, multipliers=[10.0, 1.0], **kw)
+    kw = {"task_weights": [1.0, 2.0]} if strategy == "fixed" else {}
+    mtl = BalancedMTL(["a", "b"], strategy=strategy, multipliers=[10.0, 1.0], **kw)
     g = torch.Generator().manual_seed(2)
     opt = torch.optim.SGD(mtl.parameters(), lr=0.1) if strategy == "uncertainty" else None
     for _ in range(3):
@@ -314,7 +314,7 @@ def test_state_dict_round_trip(strategy):
             total.backward()
             opt.step()
     state = mtl.state_dict()
-    fresh = BalancedMTL(["a", "b"], strategy)
+    fresh = BalancedMTL(["a", "b"], strategy=strategy)
     fresh.load_state_dict(state)
     probe = [torch.tensor(0.7), torch.tensor(0.3)]
     torch.testing.assert_close(fresh(probe), mtl(probe))
@@ -325,11 +325,11 @@ def test_state_dict_round_trip(strategy):
         assert (state["dwa_count"] == 2).all()
     if strategy in ("uncertainty", "fixed", "dwa"):  # strategy-specific state: strict load fails
         with pytest.raises(RuntimeError):
-            BalancedMTL(["a", "b"], "exp").load_state_dict(state)
+            BalancedMTL(["a", "b"], strategy="exp").load_state_dict(state)
 
 
 def test_module_behaviour():
-    mtl = BalancedMTL(["a", "b"], "uncertainty")
+    mtl = BalancedMTL(["a", "b"], strategy="uncertainty")
     assert "strategy='uncertainty'" in repr(mtl) and mtl.num_tasks == 2
     mtl = mtl.double()
     assert mtl(_losses([1.0, 1.0], torch.float64)).dtype == torch.float64
@@ -350,33 +350,33 @@ def test_bad_construction():
     with pytest.raises(ValueError, match="tasks"):
         BalancedMTL(["a", ""])
     with pytest.raises(ValueError, match="strategy"):
-        BalancedMTL(2, "pareto")
+        BalancedMTL(2, strategy="pareto")
     with pytest.raises(ValueError, match="temperature"):
-        BalancedMTL(2, "exp", temperature=0.0)
+        BalancedMTL(2, strategy="exp", temperature=0.0)
     with pytest.raises(TypeError, match="temperature"):
-        BalancedMTL(2, "exp", temperature="hot")
+        BalancedMTL(2, strategy="exp", temperature="hot")
     with pytest.raises(ValueError, match="temperature"):
-        BalancedMTL(2, "log", temperature=2.0)
-    with pytest.raises(ValueError, match="weights"):
-        BalancedMTL(2, "exp", weights=[1.0, 1.0])
-    with pytest.raises(ValueError, match=r"`weights` must have 2 entries"):
-        BalancedMTL(2, "fixed", weights=[1.0])
-    with pytest.raises(ValueError, match=r"`weights` must have shape \[2\], got \[3\]"):
-        BalancedMTL(2, "fixed", weights=torch.ones(3))
-    with pytest.raises(ValueError, match="weights"):
-        BalancedMTL(2, "fixed", weights=[1.0, -1.0])
-    with pytest.raises(TypeError, match="weights"):
-        BalancedMTL(2, "fixed", weights=3.0)
-    with pytest.raises(TypeError, match="weights"):
-        BalancedMTL(2, "fixed", weights=["x", 1.0])
+        BalancedMTL(2, strategy="log", temperature=2.0)
+    with pytest.raises(ValueError, match="task_weights"):
+        BalancedMTL(2, strategy="exp", task_weights=[1.0, 1.0])
+    with pytest.raises(ValueError, match=r"`task_weights` must have 2 entries"):
+        BalancedMTL(2, strategy="fixed", task_weights=[1.0])
+    with pytest.raises(ValueError, match=r"`task_weights` must have shape \[2\], got \[3\]"):
+        BalancedMTL(2, strategy="fixed", task_weights=torch.ones(3))
+    with pytest.raises(ValueError, match="task_weights"):
+        BalancedMTL(2, strategy="fixed", task_weights=[1.0, -1.0])
+    with pytest.raises(TypeError, match="task_weights"):
+        BalancedMTL(2, strategy="fixed", task_weights=3.0)
+    with pytest.raises(TypeError, match="task_weights"):
+        BalancedMTL(2, strategy="fixed", task_weights=["x", 1.0])
     with pytest.raises(ValueError, match="multipliers"):
         BalancedMTL(["a"], multipliers={"b": 2.0})
     with pytest.raises(ValueError, match="multipliers"):
         BalancedMTL(2, multipliers=[1.0, 0.0])
     with pytest.raises(ValueError, match="dwa_update"):
-        BalancedMTL(2, "dwa", dwa_update="batch")
+        BalancedMTL(2, strategy="dwa", dwa_update="batch")
     with pytest.raises(ValueError, match="dwa"):
-        BalancedMTL(2, "exp").dwa_weights()
+        BalancedMTL(2, strategy="exp").dwa_weights()
 
 
 def test_bad_losses():

@@ -1,9 +1,6 @@
 """pairwise_distance_variance / pairwise_distance_stats: math, parity, properties, errors."""
 
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -48,9 +45,9 @@ def test_weighted_formula(backend):
     m2 = (wp * (d - mu) ** 2).sum(0)
     expect = m2 / (W - V / W)
     expect.fill_diagonal_(0)
-    torch.testing.assert_close(pairwise_distance_variance(x, weights=w), expect)
+    torch.testing.assert_close(pairwise_distance_variance(x, confidence=w), expect)
     torch.testing.assert_close(
-        pairwise_distance_variance(x, weights=w, unbiased=False), (m2 / W).fill_diagonal_(0)
+        pairwise_distance_variance(x, confidence=w, unbiased=False), (m2 / W).fill_diagonal_(0)
     )
 
 
@@ -60,14 +57,14 @@ def test_zero_weight_sample_is_dropped(backend):
     w[3] = 0
     keep = torch.cat([x[:3], x[4:]])
     torch.testing.assert_close(
-        pairwise_distance_variance(x, weights=w), pairwise_distance_variance(keep)
+        pairwise_distance_variance(x, confidence=w), pairwise_distance_variance(keep)
     )
 
 
 def test_unit_weights_equal_unweighted(backend):
     x = torch.randn(10, 4, 3, dtype=torch.float64)
     torch.testing.assert_close(
-        pairwise_distance_variance(x, weights=torch.ones(10, 4, dtype=torch.float64)),
+        pairwise_distance_variance(x, confidence=torch.ones(10, 4, dtype=torch.float64)),
         pairwise_distance_variance(x),
     )
 
@@ -83,7 +80,7 @@ def test_stats_shapes_and_values(backend):
 # ------------------------------------------------------------------ properties
 
 
-@given(keypoints(batch=(2, 9), num_keypoints=(2, 7), dim=3), st.integers(0, 2**16))
+@given(keypoints(batch_size=(2, 9), num_keypoints=(2, 7), dim=3), st.integers(0, 2**16))
 def test_invariant_to_rigid_motion_of_every_sample(points, seed):
     g = torch.Generator().manual_seed(seed)
     b = points.shape[0]
@@ -94,7 +91,7 @@ def test_invariant_to_rigid_motion_of_every_sample(points, seed):
     )
 
 
-@given(keypoints(batch=(2, 9), num_keypoints=(2, 7), dim=2), st.integers(0, 2**16))
+@given(keypoints(batch_size=(2, 9), num_keypoints=(2, 7), dim=2), st.integers(0, 2**16))
 def test_invariant_to_batch_permutation(points, seed):
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(points.shape[0], generator=g)
@@ -103,7 +100,7 @@ def test_invariant_to_batch_permutation(points, seed):
     )
 
 
-@given(keypoints(batch=(2, 9), num_keypoints=(2, 9), dim=3))
+@given(keypoints(batch_size=(2, 9), num_keypoints=(2, 9), dim=3))
 def test_symmetric_zero_diagonal_nonnegative(points):
     v = pairwise_distance_variance(points)
     assert torch.equal(v, v.T)
@@ -111,7 +108,7 @@ def test_symmetric_zero_diagonal_nonnegative(points):
     assert torch.all(v >= 0)
 
 
-@given(keypoints(batch=(2, 9), num_keypoints=(2, 6), dim=2), st.floats(0.1, 10.0))
+@given(keypoints(batch_size=(2, 9), num_keypoints=(2, 6), dim=2), st.floats(0.1, 10.0))
 def test_scales_quadratically(points, s):
     torch.testing.assert_close(
         pairwise_distance_variance(points * s), s * s * pairwise_distance_variance(points)
@@ -152,11 +149,11 @@ def test_gradcheck(backend, weighted, d):
     x = torch.randn(6, 5, d, dtype=torch.float64)
     if weighted:
         w = torch.rand(6, 5, dtype=torch.float64) + 0.2
-        assert_gradients(lambda x, w: pairwise_distance_stats(x, w), (x, w))
+        assert_gradients(lambda x, w: pairwise_distance_stats(x, confidence=w), (x, w))
         assert_gradients(
-            lambda x, w: pairwise_distance_variance(x, weights=w, unbiased=False), (x, w)
+            lambda x, w: pairwise_distance_variance(x, confidence=w, unbiased=False), (x, w)
         )
-        assert_gradients(lambda x, w: pairwise_distance_variance(x, weights=w), (x, w))
+        assert_gradients(lambda x, w: pairwise_distance_variance(x, confidence=w), (x, w))
     else:
         assert_gradients(lambda x: pairwise_distance_stats(x), (x,))
         assert_gradients(pairwise_distance_variance, (x,))
@@ -166,7 +163,7 @@ def test_gradgradcheck(backend):
     x = torch.randn(5, 4, 3, dtype=torch.float64)
     w = torch.rand(5, 4, dtype=torch.float64) + 0.2
     assert_gradients(
-        lambda x, w: pairwise_distance_variance(x, weights=w), (x, w), second_order=True
+        lambda x, w: pairwise_distance_variance(x, confidence=w), (x, w), second_order=True
     )
 
 
@@ -189,14 +186,14 @@ def test_gradient_at_coincident_points_is_finite(backend):
 
 @native
 @given(
-    keypoints(batch=(1, 40), num_keypoints=(2, 20), dim=3),
+    keypoints(batch_size=(1, 40), num_keypoints=(2, 20), dim=3),
     st.booleans(),
     st.sampled_from([torch.float32, torch.float64]),
 )
 def test_native_matches_reference(points, weighted, dtype):
     x = points.to(dtype).requires_grad_()
     w = (torch.rand(x.shape[:2], dtype=dtype) + 0.1).requires_grad_() if weighted else None
-    nat = pairwise_distance_stats(x, w)
+    nat = pairwise_distance_stats(x, confidence=w)
     xr = x.detach().clone().requires_grad_()
     wr = w.detach().clone().requires_grad_() if weighted else None
     ref = _stats_reference(xr, wr)
@@ -214,7 +211,7 @@ def test_native_matches_reference(points, weighted, dtype):
 
 @native
 def test_native_is_used_and_deterministic_across_threads():
-    assert "cpu" in _native.native_devices("pairwise_distance_stats")
+    assert "cpu" in _native.REGISTRY["pairwise_distance_stats"].kernels
     x = torch.randn(999, 17, 3).requires_grad_()
     outs = []
     threads = torch.get_num_threads()
@@ -231,42 +228,21 @@ def test_native_is_used_and_deterministic_across_threads():
 
 
 @native
-@pytest.mark.parametrize("weighted", [False, True])
-def test_opcheck(weighted):
-    x = torch.randn(6, 5, 3, requires_grad=True)
-    w = torch.rand(6, 5, requires_grad=True) if weighted else None
-    torch.library.opcheck(torch.ops.torch_artic.pairwise_distance_stats.default, (x, w))
-
-
-@native
 def test_torch_compile_fullgraph():
     x = torch.randn(16, 6, 3, requires_grad=True)
     w = torch.rand(16, 6)
     f = torch.compile(
-        lambda x, w: pairwise_distance_variance(x, weights=w).sum(), fullgraph=True, dynamic=False
+        lambda x, w: pairwise_distance_variance(x, confidence=w).sum(),
+        fullgraph=True,
+        dynamic=False,
     )
     y = f(x, w)
     (g,) = torch.autograd.grad(y, x)
     xe = x.detach().clone().requires_grad_()
-    ye = pairwise_distance_variance(xe, weights=w).sum()
+    ye = pairwise_distance_variance(xe, confidence=w).sum()
     (ge,) = torch.autograd.grad(ye, xe)
     torch.testing.assert_close(y, ye)
     torch.testing.assert_close(g, ge)
-
-
-def test_force_fallback_env():
-    code = (
-        "import torch, torch_artic as ta;"
-        "i = ta.backend_info(); assert i['extension'] == 'forced off', i;"
-        "assert i['ops']['pairwise_distance_stats'] == [];"
-        "x = torch.randn(9, 4, 3, dtype=torch.float64);"
-        "torch.testing.assert_close(ta.pairwise_distance_variance(x), torch.cdist(x, x).var(0));"
-        "print('ok')"
-    )
-    env = dict(os.environ, TORCH_ARTIC_FORCE_FALLBACK="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
 
 
 # ------------------------------------------------------------------ bad input
@@ -285,17 +261,17 @@ def test_errors():
     with pytest.raises(ValueError, match=r"B >= 2"):
         pairwise_distance_variance(torch.randn(1, 3, 2))
     assert pairwise_distance_variance(torch.randn(1, 3, 2), unbiased=False).abs().sum() == 0
-    with pytest.raises(ValueError, match=r"weights.*\[B, K\] = \[4, 3\].*\[4, 2\]"):
-        pairwise_distance_variance(x, weights=torch.rand(4, 2))
-    with pytest.raises(TypeError, match="weights"):
-        pairwise_distance_variance(x, weights=torch.rand(4, 3, dtype=torch.float64))
-    with pytest.raises(TypeError, match="weights"):
-        pairwise_distance_variance(x, weights=torch.ones(4, 3, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"confidence.*\[B, K\] = \[4, 3\].*\[4, 2\]"):
+        pairwise_distance_variance(x, confidence=torch.rand(4, 2))
+    with pytest.raises(TypeError, match="confidence"):
+        pairwise_distance_variance(x, confidence=torch.rand(4, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="confidence"):
+        pairwise_distance_variance(x, confidence=torch.ones(4, 3, dtype=torch.int32))
     w = torch.ones(4, 3)
     w[1:, 2] = 0  # keypoint 2 is seen in one sample only
-    with pytest.raises(ValueError, match="weights.*2 keypoint pair"):
-        pairwise_distance_variance(x, weights=w)
-    pairwise_distance_variance(x, weights=w, unbiased=False)  # one sample suffices here
+    with pytest.raises(ValueError, match="confidence.*2 keypoint pair"):
+        pairwise_distance_variance(x, confidence=w)
+    pairwise_distance_variance(x, confidence=w, unbiased=False)  # one sample suffices here
     with pytest.raises(TypeError, match="points"):
         pairwise_distance_stats("nope")
 
@@ -312,7 +288,7 @@ def test_nan_in_nan_out(backend):
 
 cuda = pytest.mark.skipif(
     not torch.cuda.is_available()
-    or "cuda" not in _native.native_devices("pairwise_distance_stats"),
+    or "cuda" not in _native.REGISTRY["pairwise_distance_stats"].kernels,
     reason="no CUDA device or no CUDA kernel built",
 )
 
@@ -327,8 +303,8 @@ def test_cuda_matches_cpu(weighted, dtype):
     wc = w.cuda().requires_grad_() if weighted else None
     xr = x.clone().requires_grad_()
     wr = w.clone().requires_grad_() if weighted else None
-    vc = pairwise_distance_variance(xc, weights=wc)
-    vr = pairwise_distance_variance(xr, weights=wr)
+    vc = pairwise_distance_variance(xc, confidence=wc)
+    vr = pairwise_distance_variance(xr, confidence=wr)
     tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else {}
     torch.testing.assert_close(vc.cpu(), vr, **tol)
     coef = torch.randn(13, 13, dtype=dtype)
@@ -344,7 +320,7 @@ def test_cuda_matches_cpu(weighted, dtype):
 def test_cuda_gradcheck_and_opcheck():
     x = torch.randn(6, 5, 3, dtype=torch.float64, device="cuda")
     w = torch.rand(6, 5, dtype=torch.float64, device="cuda") + 0.2
-    assert_gradients(lambda x, w: pairwise_distance_variance(x, weights=w), (x, w))
+    assert_gradients(lambda x, w: pairwise_distance_variance(x, confidence=w), (x, w))
     torch.library.opcheck(
         torch.ops.torch_artic.pairwise_distance_stats.default,
         (x.clone().requires_grad_(), w.clone().requires_grad_()),

@@ -78,7 +78,7 @@ def test_ste_gradient_is_soft_gradient():
     for mode in ("ste", "soft"):
         x = pts.clone().requires_grad_()
         var = pairwise_distance_variance(x)
-        adj = dmst(var, mode=mode, temperature=0.2)
+        adj = dmst(var, relaxation=mode, temperature=0.2)
         (gx,) = torch.autograd.grad((adj * coef).sum(), x)
         grads.append(gx)
     torch.testing.assert_close(grads[0], grads[1])
@@ -112,7 +112,7 @@ def test_weights_ignore_occluded_keypoints():
     w[::2, 5] = 0
     pts[::2, 5] = 10 * torch.randn(100, 2, generator=g, dtype=torch.float64)
     assert edges_of(lvmst(pts).adjacency) != true_edges(BONES_2D)
-    assert edges_of(lvmst(pts, weights=w).adjacency) == true_edges(BONES_2D)
+    assert edges_of(lvmst(pts, confidence=w).adjacency) == true_edges(BONES_2D)
 
 
 def test_rigid_figures_have_zero_loss():
@@ -124,10 +124,10 @@ def test_rigid_figures_have_zero_loss():
 def test_modes_pass_through():
     g = torch.Generator().manual_seed(6)
     pts = stick_figures(64, BONES_2D, 2, g, noise=0.05)
-    soft = lvmst(pts, mode="soft", temperature=1.0).adjacency
+    soft = lvmst(pts, relaxation="soft", temperature=1.0).adjacency
     assert torch.all((soft > 0) & (soft < 1) | torch.eye(7, dtype=torch.bool))
     torch.testing.assert_close(soft.triu(1).sum(), torch.tensor(6.0, dtype=torch.float64))
-    pert = lvmst(pts, mode="perturbed", generator=torch.Generator().manual_seed(0)).adjacency
+    pert = lvmst(pts, relaxation="perturbed", generator=torch.Generator().manual_seed(0)).adjacency
     torch.testing.assert_close(pert.triu(1).sum(), torch.tensor(6.0, dtype=torch.float64))
 
 
@@ -156,19 +156,19 @@ def test_errors():
         lvmst(torch.randn(8, 4))
     with pytest.raises(ValueError, match="B >= 2"):
         lvmst(torch.randn(1, 4, 2))
-    with pytest.raises(ValueError, match="mode"):
-        lvmst(pts, mode="fuzzy")
+    with pytest.raises(ValueError, match="relaxation"):
+        lvmst(pts, relaxation="fuzzy")
     with pytest.raises(ValueError, match="temperature"):
         lvmst(pts, temperature=0.0)
     with pytest.raises(ValueError, match="eps"):
         lvmst(pts, scale_invariant=True, eps=0.0)
-    with pytest.raises(ValueError, match=r"weights.*\[8, 4\]"):
-        lvmst(pts, weights=torch.ones(8, 3))
+    with pytest.raises(ValueError, match=r"confidence.*\[8, 4\]"):
+        lvmst(pts, confidence=torch.ones(8, 3))
     with pytest.raises(ValueError, match=r"adjacency.*\[4, 4\].*\[3, 3\]"):
         limb_variance_loss(pts, torch.ones(3, 3))
     with pytest.raises(TypeError, match="adjacency"):
         limb_variance_loss(pts, [[0, 1], [1, 0]])
-    with pytest.raises(ValueError, match=r"xy.*\[B, K, 2\]"):
+    with pytest.raises(ValueError, match=r"points.*\[B, K, 2\]"):
         self_consistency_loss(lambda p: p[..., 0], torch.randn(8, 4, 3))
     with pytest.raises(ValueError, match=r"depth_fn.*\[8, 4\]"):
         self_consistency_loss(lambda p: p, pts)
@@ -188,7 +188,7 @@ def _ddp_worker(rank, world, init_file, out_dir):
         coef = torch.randn(7, 7, generator=g, dtype=torch.float64)
         lo, hi = (0, 5) if rank == 0 else (5, 12)  # unequal local batches
         local = full[lo:hi].clone().requires_grad_()
-        v = pairwise_distance_variance(local, weights=w[lo:hi], group=dist.group.WORLD)
+        v = pairwise_distance_variance(local, confidence=w[lo:hi], group=dist.group.WORLD)
         (gv,) = torch.autograd.grad((v * coef).sum(), local)
         x2 = full[lo:hi].clone().requires_grad_()
         res = lvmst(x2, group=dist.group.WORLD, scale_invariant=rank >= 0)
@@ -216,7 +216,7 @@ def test_distributed_equals_concatenated_batch(tmp_path):
     full = stick_figures(12, BONES_2D, 3, g, noise=0.05).requires_grad_()
     w = torch.rand(12, 7, generator=g, dtype=torch.float64) + 0.2
     coef = torch.randn(7, 7, generator=g, dtype=torch.float64)
-    v = pairwise_distance_variance(full, weights=w)
+    v = pairwise_distance_variance(full, confidence=w)
     (gv,) = torch.autograd.grad((v * coef).sum(), full)
     res = lvmst(full, scale_invariant=True)
     (gl,) = torch.autograd.grad(res.loss, full)

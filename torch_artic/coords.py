@@ -20,7 +20,6 @@ import torch
 from ._checks import check_points, check_size
 
 __all__ = [
-    "check_size",
     "denormalize_points",
     "normalize_points",
     "pixel_coordinates",
@@ -29,8 +28,7 @@ __all__ = [
 
 
 def pixel_coordinates(
-    height: int,
-    width: int,
+    size: int | tuple[int, int],
     *,
     normalized: bool = True,
     device: torch.device | str | None = None,
@@ -39,18 +37,18 @@ def pixel_coordinates(
     """Coordinates of the pixel centres along each axis.
 
     Args:
-        height, width: image size ``H, W`` (each >= 2).
+        size: image size ``(H, W)``, or an int for a square image (each >= 2).
         normalized: ``[-1, 1]`` coordinates (default) or pixel units.
 
     Returns:
         ``(xs [W], ys [H])``: ``xs[i]`` is the x of column ``i``, ``ys[j]`` the y of row ``j``.
 
     Example:
-        >>> xs, ys = pixel_coordinates(3, 5)
+        >>> xs, ys = pixel_coordinates((3, 5))
         >>> xs.tolist()
         [-1.0, -0.5, 0.0, 0.5, 1.0]
     """
-    height, width = check_size((height, width))
+    height, width = check_size(size)
     dtype = dtype or torch.get_default_dtype()
     xs = torch.arange(width, device=device, dtype=dtype)
     ys = torch.arange(height, device=device, dtype=dtype)
@@ -61,8 +59,7 @@ def pixel_coordinates(
 
 
 def pixel_grid(
-    height: int,
-    width: int,
+    size: int | tuple[int, int],
     *,
     normalized: bool = True,
     device: torch.device | str | None = None,
@@ -73,11 +70,19 @@ def pixel_grid(
     ``grid[r, c] == (x of column c, y of row r)``, so ``grid`` is directly usable as
     ``grid_sample``'s sampling grid with ``align_corners=True`` when normalised.
 
+    Args:
+        size: image size ``(H, W)``, or an int for a square image (each >= 2).
+        normalized: ``[-1, 1]`` coordinates (default) or pixel units.
+        device, dtype: of the result (default: CPU, the default dtype).
+
+    Returns:
+        ``[H, W, 2]`` grid.
+
     Example:
-        >>> pixel_grid(2, 3)[1, 2].tolist()
+        >>> pixel_grid((2, 3))[1, 2].tolist()
         [1.0, 1.0]
     """
-    xs, ys = pixel_coordinates(height, width, normalized=normalized, device=device, dtype=dtype)
+    xs, ys = pixel_coordinates(size, normalized=normalized, device=device, dtype=dtype)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack((gx, gy), dim=-1)
 

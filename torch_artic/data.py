@@ -32,8 +32,8 @@ __all__ = [
     "STICKMAN2D_JOINTS",
     "STICKMAN3D_EDGES",
     "STICKMAN3D_JOINTS",
-    "Stickman2D",
-    "Stickman3D",
+    "Stickman2dResult",
+    "Stickman3dResult",
     "edges_to_adjacency",
     "stickman2d",
     "stickman3d",
@@ -77,11 +77,11 @@ def _check_generator(generator) -> None:
         )
 
 
-def _check_n(n) -> int:
+def _check_batch_size(n) -> int:
     if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"`n` must be an int, got {type(n).__name__}")
+        raise TypeError(f"`batch_size` must be an int, got {type(n).__name__}")
     if n < 1:
-        raise ValueError(f"`n` must be >= 1, got {n}")
+        raise ValueError(f"`batch_size` must be >= 1, got {n}")
     return n
 
 
@@ -159,7 +159,7 @@ _TORSO, _HEAD, _ARM, _LEG = 0.5, 0.25, 0.45, 0.55
 _ARM_RANGE, _LEG_RANGE = (20.0, 160.0), (5.0, 60.0)
 
 
-class Stickman2D(NamedTuple):
+class Stickman2dResult(NamedTuple):
     """Result of :func:`stickman2d`.
 
     ``images`` ``[n, 1, size, size]`` (``None`` with ``render=False``), ``keypoints``
@@ -172,7 +172,7 @@ class Stickman2D(NamedTuple):
 
 
 def stickman2d(
-    n: int,
+    batch_size: int,
     *,
     size: int = 64,
     sigma: float = 1.0,
@@ -180,7 +180,7 @@ def stickman2d(
     generator: torch.Generator | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-) -> Stickman2D:
+) -> Stickman2dResult:
     r"""Synthetic 2D stick figures with rigid limbs (thesis §5.5.3.1, Table 5.7).
 
     Seven joints (:data:`STICKMAN2D_JOINTS`): 0 mid-shoulder (the root), 1 mid-hip,
@@ -208,7 +208,7 @@ def stickman2d(
     (``sum_clamp`` composite, values in ``[0, 1]``).
 
     Args:
-        n: number of figures, >= 1.
+        batch_size: number of figures ``n``, >= 1.
         size: image height and width in pixels (>= 2).
         sigma: line width of the sketch in pixels (> 0).
         render: draw the images (else ``images`` is ``None``; keypoints are unchanged).
@@ -218,7 +218,7 @@ def stickman2d(
         device: device of the outputs (default CPU); rendering happens there.
 
     Returns:
-        :class:`Stickman2D` ``(images [n, 1, size, size] | None, keypoints [n, 7, 2],
+        :class:`Stickman2dResult` ``(images [n, 1, size, size] | None, keypoints [n, 7, 2],
         edges [6, 2] long)``.
 
     Example:
@@ -229,7 +229,7 @@ def stickman2d(
         >>> bool(data.keypoints.abs().max() < 1)
         True
     """
-    n = _check_n(n)
+    n = _check_batch_size(batch_size)
     size = check_size(size)[0]
     sigma = check_positive(sigma, "sigma")
     _check_generator(generator)
@@ -261,7 +261,7 @@ def stickman2d(
 
         adjacency = edges_to_adjacency(edges, 7, dtype=dtype, device=keypoints.device)
         images = sketch_render(keypoints, adjacency, size, sigma=sigma)
-    return Stickman2D(images, keypoints, edges)
+    return Stickman2dResult(images, keypoints, edges)
 
 
 # ------------------------------------------------------------------------------ 3D
@@ -367,7 +367,7 @@ def _local_rotations(n: int, generator) -> list[torch.Tensor]:
     return r
 
 
-class Stickman3D(NamedTuple):
+class Stickman3dResult(NamedTuple):
     """Result of :func:`stickman3d`.
 
     ``joints3d`` ``[n, 16, 3]`` (metres, pelvis at the origin, camera frame: x right,
@@ -400,7 +400,7 @@ def _gaussian_blur(images: torch.Tensor, std: float) -> torch.Tensor:
 
 
 def stickman3d(
-    n: int,
+    batch_size: int,
     *,
     render: bool = True,
     size: int = 72,
@@ -409,7 +409,7 @@ def stickman3d(
     generator: torch.Generator | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-) -> Stickman3D:
+) -> Stickman3dResult:
     r"""A 16-joint human-like 3D skeleton: rigid bones, sampled joint angles, random
     views (thesis §5.4, §5.5.3.3).
 
@@ -438,7 +438,7 @@ def stickman3d(
     nothing is drawn and the call is cheap (for lifting, only the points are needed).
 
     Args:
-        n: number of poses, >= 1.
+        batch_size: number of poses ``n``, >= 1.
         render: draw images (default) or not.
         size: image height and width in pixels (>= 2; 72 as in thesis Table 5.6).
         sigma: sketch line width in pixels (> 0).
@@ -448,7 +448,7 @@ def stickman3d(
         device: device of the outputs (default CPU).
 
     Returns:
-        :class:`Stickman3D` ``(joints3d [n, 16, 3], keypoints [n, 16, 2], images
+        :class:`Stickman3dResult` ``(joints3d [n, 16, 3], keypoints [n, 16, 2], images
         [n, 1, size, size] | None, edges [15, 2] long, image_keypoints [n, 16, 2] | None,
         yaw [n])``.
 
@@ -461,7 +461,7 @@ def stickman3d(
         >>> torch.allclose(bone.norm(dim=-1), torch.full((4,), 0.45))
         True
     """
-    n = _check_n(n)
+    n = _check_batch_size(batch_size)
     size = check_size(size)[0]
     sigma = check_positive(sigma, "sigma")
     if isinstance(blur, bool) or not isinstance(blur, (int, float)) or not blur >= 0:
@@ -494,6 +494,6 @@ def stickman3d(
         images = sketch_render(image_keypoints, adjacency, size, sigma=sigma)
         if blur > 0:
             images = _gaussian_blur(images, float(blur))
-    return Stickman3D(
+    return Stickman3dResult(
         joints3d, keypoints, images, edges, image_keypoints, yaw.to(device=device, dtype=dtype)
     )

@@ -75,7 +75,7 @@ def gaussian_heatmaps(
     sigma = _check_scale(sigma, "sigma", points.shape[:-1], points, "points")
     pts = denormalize_points(points, (height, width)) if normalized else points
     xs, ys = pixel_coordinates(
-        height, width, normalized=False, device=points.device, dtype=points.dtype
+        (height, width), normalized=False, device=points.device, dtype=points.dtype
     )
     if isinstance(sigma, torch.Tensor):
         sigma = sigma.to(device=points.device, dtype=points.dtype)
@@ -153,7 +153,7 @@ def concentration_loss(
     lead = heatmaps.shape[:-2]
     sigma = _check_scale(sigma, "sigma", lead, heatmaps, "heatmaps")
     if points is None:
-        points = soft_argmax2d(heatmaps, temperature, normalized=True)
+        points = soft_argmax2d(heatmaps, temperature=temperature, normalized=True)
         normalized = True
     else:
         check_points(points, "points")

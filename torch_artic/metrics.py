@@ -23,8 +23,8 @@ import torch
 from ._checks import check_same, check_shape, check_tensor, shape_str
 
 __all__ = [
-    "EdgePrecisionRecall",
-    "HungarianError",
+    "EdgePrecisionRecallResult",
+    "HungarianKeypointErrorResult",
     "edge_precision_recall",
     "hungarian_keypoint_error",
     "mpjpe",
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-class HungarianError(NamedTuple):
+class HungarianKeypointErrorResult(NamedTuple):
     """Result of :func:`hungarian_keypoint_error`.
 
     ``assignment`` ``[K_true]`` long: ``pred[:, assignment[j]]`` is matched to
@@ -63,7 +63,9 @@ def _check_pair(pred, target, same_k: bool) -> None:
     check_shape(target, "target", expected, ok)
 
 
-def hungarian_keypoint_error(pred: torch.Tensor, target: torch.Tensor) -> HungarianError:
+def hungarian_keypoint_error(
+    pred: torch.Tensor, target: torch.Tensor
+) -> HungarianKeypointErrorResult:
     r"""Keypoint error after one Hungarian matching for the whole batch (thesis §5.5.3.2).
 
     The cost of matching predicted keypoint ``i`` to true keypoint ``j`` is their mean
@@ -94,8 +96,9 @@ def hungarian_keypoint_error(pred: torch.Tensor, target: torch.Tensor) -> Hungar
         target: ``[B, K_true, D]`` true keypoints (same B, D, dtype and device).
 
     Returns:
-        :class:`HungarianError` ``(assignment [K_true], per_landmark_mse [K_true], mse [],
-        per_landmark_distance [K_true], distance [], aligned [B, K_true, D])``.
+        :class:`HungarianKeypointErrorResult` ``(assignment [K_true],
+        per_landmark_mse [K_true], mse [], per_landmark_distance [K_true], distance [],
+        aligned [B, K_true, D])``.
 
     Cost: :math:`O(B K_{pred} K_{true} D)` for the cost matrix and
     :math:`O(K^3)` for the matching.
@@ -137,7 +140,9 @@ def hungarian_keypoint_error(pred: torch.Tensor, target: torch.Tensor) -> Hungar
     diff = aligned - target
     per_mse = (diff**2).mean((0, 2))
     per_dist = diff.norm(dim=-1).mean(0)
-    return HungarianError(assignment, per_mse, per_mse.mean(), per_dist, per_dist.mean(), aligned)
+    return HungarianKeypointErrorResult(
+        assignment, per_mse, per_mse.mean(), per_dist, per_dist.mean(), aligned
+    )
 
 
 def _check_root(root, k: int):
@@ -307,7 +312,7 @@ def pa_mpjpe(
     return mpjpe(aligned, target, reduction=reduction)
 
 
-class EdgePrecisionRecall(NamedTuple):
+class EdgePrecisionRecallResult(NamedTuple):
     """Result of :func:`edge_precision_recall` (plain Python numbers)."""
 
     precision: float
@@ -347,7 +352,7 @@ def edge_precision_recall(
     target,
     *,
     assignment: torch.Tensor | Sequence[int] | None = None,
-) -> EdgePrecisionRecall:
+) -> EdgePrecisionRecallResult:
     r"""Precision and recall of recovered skeleton edges (undirected).
 
     .. math:: \mathrm{precision} = \frac{|\hat E \cap E|}{|\hat E|},\quad
@@ -368,7 +373,7 @@ def edge_precision_recall(
             and an edge touching an unmatched predicted keypoint is a false positive.
 
     Returns:
-        :class:`EdgePrecisionRecall` ``(precision, recall, f1, true_positives,
+        :class:`EdgePrecisionRecallResult` ``(precision, recall, f1, true_positives,
         num_predicted, num_true)``. Not differentiable (reads values).
 
     Example:
@@ -392,7 +397,7 @@ def edge_precision_recall(
     precision = tp / len(pred_set) if pred_set else 0.0
     recall = tp / len(true_set) if true_set else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    return EdgePrecisionRecall(precision, recall, f1, tp, len(pred_set), len(true_set))
+    return EdgePrecisionRecallResult(precision, recall, f1, tp, len(pred_set), len(true_set))
 
 
 def _as_assignment(assignment) -> list[int]:

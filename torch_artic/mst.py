@@ -1,7 +1,7 @@
 """Differentiable minimum spanning trees (thesis §5.3.1.1, Listing 5.1).
 
-:func:`dmst` maps ``[..., K, K]`` edge weights to a ``[..., K, K]`` spanning-tree
-adjacency in one of four modes:
+:func:`dmst` maps ``[..., K, K]`` edge costs to a ``[..., K, K]`` spanning-tree
+adjacency under one of four relaxations:
 
 - ``"hard"``: the exact minimum spanning tree (Prim's algorithm, vectorised over the
   batch, O(K^2) per graph), with deterministic tie-breaking;
@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import torch
 
-from . import _native
 from ._checks import check_positive, check_shape, check_tensor
+from ._native import NativeOp
 
-__all__ = ["dmst"]
+__all__ = ["RELAXATIONS", "dmst"]
 
-_MODES = ("hard", "ste", "soft", "perturbed")
+RELAXATIONS = ("hard", "ste", "soft", "perturbed")
+"""The values of :func:`dmst`'s (and :func:`~torch_artic.lvmst`'s) ``relaxation``."""
 
 
 # --------------------------------------------------------------------------------------
@@ -44,15 +45,13 @@ def _nan_graphs(s: torch.Tensor) -> torch.Tensor:
 
 
 def _prim(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact MSTs of ``[N, K, K]`` symmetric weights: ``(parent [N, K], order [N, K])``.
+    """Exact MSTs of ``[N, K, K]`` symmetric costs: ``(parent [N, K], order [N, K])``.
 
     The native CPU kernel (``torch.ops.torch_artic.mst_prim``: Prim per graph, graphs
     in parallel) when it applies, else :func:`_prim_torch`; both use the same strict
     edge order, so they return identical trees (tested).
     """
-    if _native.native_op("mst_prim", s) is not None:
-        return torch.ops.torch_artic.mst_prim(s.contiguous())
-    return _prim_torch(s)
+    return _MST_PRIM(s.contiguous())
 
 
 def _prim_torch(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,6 +130,26 @@ def _prim_torch(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         code.add_(sgn.abs_(), alpha=big)
         torch.minimum(best, row, out=best)
     return parent, order
+
+
+def _prim_fake(costs):
+    n, k = costs.shape[0], costs.shape[1]
+    return costs.new_empty(n, k, dtype=torch.long), costs.new_empty(n, k, dtype=torch.long)
+
+
+def _prim_samples(device, dtype):
+    """Argument tuples of the op for the generic native-op tests."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(4, 6, 6, generator=g, dtype=torch.float64)
+    ties = torch.randint(0, 3, (3, 5, 5), generator=g).to(torch.float64)
+    return [
+        ((w + w.mT).to(device, dtype),),
+        ((ties + ties.mT).to(device, dtype),),
+        (torch.zeros(0, 3, 3, dtype=dtype, device=device),),
+    ]
+
+
+_MST_PRIM = NativeOp("mst_prim", reference=_prim_torch, fake=_prim_fake, samples=_prim_samples)
 
 
 def _adjacency(parent: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -249,9 +268,9 @@ class _PerturbedMST(torch.autograd.Function):
 
 
 def dmst(
-    weights: torch.Tensor,
+    costs: torch.Tensor,
     *,
-    mode: str = "ste",
+    relaxation: str = "ste",
     temperature: float = 0.1,
     num_samples: int = 32,
     noise_scale: float = 0.1,
@@ -259,8 +278,8 @@ def dmst(
 ) -> torch.Tensor:
     r"""Differentiable minimum spanning tree of a batch of complete weighted graphs.
 
-    The graph on K nodes has edge (i, j) of weight ``w_ij``; the result is the
-    adjacency of its minimum spanning tree (MST), relaxed according to ``mode``:
+    The graph on K nodes has edge (i, j) of cost ``w_ij``; the result is the
+    adjacency of its minimum spanning tree (MST), relaxed according to ``relaxation``:
 
     - ``"hard"``: the exact MST, as 0/1 adjacency. Prim's algorithm (a native CPU
       kernel when built, else vectorised over the batch in torch): K - 1 steps of
@@ -268,10 +287,10 @@ def dmst(
       compared by ``(w_ij, i, j)`` with i < j, so ties go to the lowest index pair: the
       tree is the one Kruskal's algorithm returns scanning edges sorted by weight, then
       row-major, and a deterministic function of the input. It depends only on the
-      order of the weights (invariant to any strictly increasing transform). Its total
+      order of the costs (invariant to any strictly increasing transform). Its total
       weight equals ``scipy.sparse.csgraph.minimum_spanning_tree``'s (note that scipy
       reads zero entries as missing edges; here every off-diagonal entry is an edge).
-      Accepts ``±inf`` weights. Not differentiable (the output has no gradient).
+      Accepts ``±inf`` costs. Not differentiable (the output has no gradient).
     - ``"soft"``: the edge marginals :math:`\mu_{ij} = P(ij \in T)` of the Gibbs
       distribution :math:`p(T) \propto \exp(-w(T)/\tau)` over spanning trees, from the
       matrix-tree theorem, computed in float64 in the edge basis of the MST, where the
@@ -291,34 +310,36 @@ def dmst(
       Reproducible with ``generator``. Costs ``num_samples`` hard trees.
 
     **Relative temperature and noise.** ``temperature`` and ``noise_scale`` are relative
-    to the scale of each graph's weights: :math:`\tau = \text{temperature}\cdot m`,
+    to the scale of each graph's costs: :math:`\tau = \text{temperature}\cdot m`,
     :math:`\sigma = \text{noise\_scale}\cdot m`, with the detached
     :math:`m = \operatorname{mean}_{i<j} w_{ij} - \min_{i<j} w_{ij}` (the mean gap above
-    the minimum; 1 if all weights are equal). So ``soft`` and ``ste`` are invariant to
+    the minimum; 1 if all costs are equal). So ``soft`` and ``ste`` are invariant to
     :math:`w \to a w + b` (a > 0) and one default works while limb variances shrink
     during training.
 
-    **Input policy.** ``weights`` must be floating ``[..., K, K]`` with K >= 1; any
+    **Input policy.** ``costs`` must be floating ``[..., K, K]`` with K >= 1; any
     leading dims are batch dims. The diagonal is ignored (it may hold anything). An
-    asymmetric matrix is replaced by its symmetric part :math:`(W + W^T)/2` (a
-    symmetric one is used bit for bit), so results are equivariant under node
-    relabelling and gradients are split equally between ``w_ij`` and ``w_ji``. A graph
+    asymmetric matrix is read as the undirected graph whose edge (i, j) costs
+    :math:`\min(w_{ij}, w_{ji})` (scipy's rule for directed input; a symmetric matrix is
+    used bit for bit), so results are equivariant under node relabelling; the gradient
+    of an edge goes to the cheaper of its two entries (both halves on a tie, as
+    ``torch.minimum`` splits it). A graph
     with a NaN off-diagonal weight gives an all-NaN output (other graphs of the batch
     are unaffected). ``soft``, ``perturbed`` and the ``ste`` gradient need finite
-    weights (``±inf`` gives NaN there). K = 1 gives ``[[0]]``; K = 2 the single edge.
+    costs (``±inf`` gives NaN there). K = 1 gives ``[[0]]``; K = 2 the single edge.
 
     Args:
-        weights: ``[..., K, K]`` edge weights (float16/bfloat16/float32/float64).
-        mode: ``"ste"`` (default), ``"hard"``, ``"soft"`` or ``"perturbed"``.
+        costs: ``[..., K, K]`` edge costs (float16/bfloat16/float32/float64).
+        relaxation: ``"ste"`` (default), ``"hard"``, ``"soft"`` or ``"perturbed"``.
         temperature: relative temperature of ``"soft"`` / ``"ste"``, > 0.
         num_samples: number of noise samples of ``"perturbed"``, >= 1.
         noise_scale: relative noise scale of ``"perturbed"``, > 0.
         generator: ``torch.Generator`` for the noise of ``"perturbed"`` (on the device
-            of ``weights``); ``None`` uses the global RNG.
+            of ``costs``); ``None`` uses the global RNG.
 
     Returns:
         ``[..., K, K]`` symmetric adjacency with zero diagonal, in the dtype of
-        ``weights``: 0/1 for ``"hard"``/``"ste"``, edge marginals in [0, 1] for
+        ``costs``: 0/1 for ``"hard"``/``"ste"``, edge marginals in [0, 1] for
         ``"soft"``, frequencies in [0, 1] for ``"perturbed"``. Each graph's entries
         above the diagonal sum to K - 1.
 
@@ -326,7 +347,7 @@ def dmst(
         >>> import torch
         >>> from torch_artic import dmst
         >>> w = torch.tensor([[0.0, 1.0, 3.0], [1.0, 0.0, 2.0], [3.0, 2.0, 0.0]])
-        >>> dmst(w, mode="hard")
+        >>> dmst(w, relaxation="hard")
         tensor([[0., 1., 0.],
                 [1., 0., 1.],
                 [0., 1., 0.]])
@@ -334,15 +355,17 @@ def dmst(
         >>> loss = (dmst(w) * w).sum() / 2  # weight of the MST, gradient from "soft"
         >>> loss.backward()
     """
-    check_tensor(weights, "weights")
+    check_tensor(costs, "costs")
     check_shape(
-        weights,
-        "weights",
+        costs,
+        "costs",
         "[..., K, K] with K >= 1",
-        weights.dim() >= 2 and weights.shape[-1] == weights.shape[-2] and weights.shape[-1] >= 1,
+        costs.dim() >= 2 and costs.shape[-1] == costs.shape[-2] and costs.shape[-1] >= 1,
     )
-    if not isinstance(mode, str) or mode not in _MODES:
-        raise ValueError(f"`mode` must be one of {', '.join(map(repr, _MODES))}, got {mode!r}")
+    if not isinstance(relaxation, str) or relaxation not in RELAXATIONS:
+        raise ValueError(
+            f"`relaxation` must be one of {', '.join(map(repr, RELAXATIONS))}, got {relaxation!r}"
+        )
     temperature = check_positive(temperature, "temperature")
     noise_scale = check_positive(noise_scale, "noise_scale")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int):
@@ -354,22 +377,22 @@ def dmst(
             raise TypeError(
                 f"`generator` must be a torch.Generator or None, got {type(generator).__name__}"
             )
-        if generator.device.type != weights.device.type:
+        if generator.device.type != costs.device.type:
             raise ValueError(
-                f"`generator` must be on the device of `weights` ({weights.device}), "
+                f"`generator` must be on the device of `costs` ({costs.device}), "
                 f"got {generator.device}"
             )
 
-    batch = weights.shape[:-2]
-    k = weights.shape[-1]
-    if k == 1 or weights.numel() == 0:
-        return torch.zeros_like(weights)
-    s = _symmetrize(weights.reshape(-1, k, k))
+    batch = costs.shape[:-2]
+    k = costs.shape[-1]
+    if k == 1 or costs.numel() == 0:
+        return torch.zeros_like(costs)
+    s = _symmetrize(costs.reshape(-1, k, k))
     s.diagonal(dim1=1, dim2=2).zero_()  # ignored: never read, and no NaN from there
     n = s.shape[0]
 
     iu, ju = torch.triu_indices(k, k, 1, device=s.device)
-    if mode == "perturbed":
+    if relaxation == "perturbed":
         cdt = torch.promote_types(s.dtype, torch.float32)
         w = s.to(cdt)[:, iu, ju]
         sigma = noise_scale * _relative_scale(w)
@@ -379,34 +402,20 @@ def dmst(
         y = _PerturbedMST.apply(w, noise, sigma, k)
         out = w.new_zeros(n, k, k)
         out[:, iu, ju] = y
-        out = (out + out.transpose(1, 2)).to(weights.dtype)
+        out = (out + out.transpose(1, 2)).to(costs.dtype)
     else:
         with torch.no_grad():
             parent, order = _prim(s.detach())
-        if mode == "soft":
+        if relaxation == "soft":
             tau = temperature * _relative_scale(s[:, iu, ju].to(torch.float64))
-            out = _soft(s, tau, (parent, order)).to(weights.dtype)
+            out = _soft(s, tau, (parent, order)).to(costs.dtype)
         else:
-            out = _adjacency(parent, weights.dtype)
-            if mode == "ste" and torch.is_grad_enabled() and weights.requires_grad:
+            out = _adjacency(parent, costs.dtype)
+            if relaxation == "ste" and torch.is_grad_enabled() and costs.requires_grad:
                 tau = temperature * _relative_scale(s[:, iu, ju].to(torch.float64))
-                soft = _soft(s, tau, (parent, order)).to(weights.dtype)
+                soft = _soft(s, tau, (parent, order)).to(costs.dtype)
                 out = _StraightThrough.apply(out, soft)
     # NaN in -> NaN out, per graph (float arithmetic: cheaper than a boolean where)
     nan = torch.where(_nan_graphs(s.detach()), float("nan"), 0.0).to(out.dtype)[:, None, None]
     out = out + nan if out.requires_grad else out.add_(nan)
     return out.reshape(*batch, k, k)
-
-
-def _register_native() -> None:
-    @torch.library.register_fake("torch_artic::mst_prim")
-    def _fake(weights):
-        n, k = weights.shape[0], weights.shape[1]
-        return (
-            weights.new_empty(n, k, dtype=torch.long),
-            weights.new_empty(n, k, dtype=torch.long),
-        )
-
-
-if _native.extension_loaded():
-    _register_native()

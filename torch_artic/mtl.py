@@ -94,7 +94,7 @@ class BalancedMTL(nn.Module):
     - ``"uncertainty"``: :math:`\sum_t \tfrac12 e^{-s_t} m_t l_t + \tfrac12 s_t` with learnable
       ``s_t = log sigma_t^2`` (Kendall, Gal & Cipolla 2018), registered as the parameter
       ``log_vars`` (initialised to 0): optimise it together with the model.
-    - ``"fixed"``: :math:`\sum_t w_t m_t l_t` with the given ``weights`` (default 1).
+    - ``"fixed"``: :math:`\sum_t w_t m_t l_t` with the given ``task_weights`` (default 1).
     - ``"dwa"``: :math:`\sum_t \lambda_t m_t l_t`, :math:`\lambda = K\,\mathrm{softmax}(r/T)`,
       :math:`r_k = L_k(t-1)/L_k(t-2)` from the two previous recorded losses of task ``k``
       (``r_k = 1`` until two are recorded), ``T = 2`` (Liu, Johns & Davison 2019). The
@@ -109,7 +109,7 @@ class BalancedMTL(nn.Module):
     Observable after each call (detached, per task in task order, NaN where absent):
     ``last_losses`` (raw ``l_t``), ``last_weights`` (``d total / d l_t``, analytic),
     ``last_present`` (bool); :meth:`log_dict` turns them into floats for a logger.
-    ``state_dict`` holds ``multipliers`` and, per strategy, ``weights``, ``log_vars`` or
+    ``state_dict`` holds ``multipliers`` and, per strategy, ``task_weights``, ``log_vars`` or
     the DWA history, and round-trips.
 
     Args:
@@ -118,8 +118,8 @@ class BalancedMTL(nn.Module):
         strategy: ``"exp"``, ``"log"``, ``"uncertainty"``, ``"fixed"`` or ``"dwa"``.
         temperature: ``T > 0`` for ``"exp"`` (default 50) and ``"dwa"`` (default 2); must be
             ``None`` for the other strategies.
-        weights: for ``"fixed"`` only: ``K`` numbers >= 0 (a sequence, a tensor ``[K]`` or a
-            mapping name -> weight, missing names 1).
+        task_weights: for ``"fixed"`` only: ``K`` numbers >= 0 (a sequence, a tensor
+            ``[K]`` or a mapping name -> weight, missing names 1).
         multipliers: per-task pre-multipliers ``m_t > 0`` (same forms; default 1).
         dwa_update: ``"step"`` or ``"epoch"`` (for ``"dwa"``).
 
@@ -135,10 +135,10 @@ class BalancedMTL(nn.Module):
     def __init__(
         self,
         tasks: int | Sequence[str],
-        strategy: str = "exp",
         *,
+        strategy: str = "exp",
         temperature: float | None = None,
-        weights=None,
+        task_weights=None,
         multipliers=None,
         dwa_update: str = "step",
     ) -> None:
@@ -173,8 +173,8 @@ class BalancedMTL(nn.Module):
             if not 0.0 < temperature < math.inf:
                 raise ValueError(f"`temperature` must be a finite float > 0, got {temperature}")
             temperature = float(temperature)
-        if weights is not None and strategy != "fixed":
-            raise ValueError(f"`weights` apply to the 'fixed' strategy only, not {strategy!r}")
+        if task_weights is not None and strategy != "fixed":
+            raise ValueError(f"`task_weights` apply to the 'fixed' strategy only, not {strategy!r}")
         if dwa_update not in ("step", "epoch"):
             raise ValueError(f"`dwa_update` must be 'step' or 'epoch', got {dwa_update!r}")
 
@@ -188,10 +188,10 @@ class BalancedMTL(nn.Module):
             raise ValueError(f"`multipliers` must be finite and > 0, got {mult.tolist()}")
         self.register_buffer("multipliers", mult)  # float64: exact config
         if strategy == "fixed":
-            w = _float_vector(weights, names, "weights", 1.0)
+            w = _float_vector(task_weights, names, "task_weights", 1.0)
             if not bool(((w >= 0) & torch.isfinite(w)).all()):
-                raise ValueError(f"`weights` must be finite and >= 0, got {w.tolist()}")
-            self.register_buffer("weights", w)
+                raise ValueError(f"`task_weights` must be finite and >= 0, got {w.tolist()}")
+            self.register_buffer("task_weights", w)
         elif strategy == "uncertainty":
             self.log_vars = nn.Parameter(torch.zeros(k))
         elif strategy == "dwa":
@@ -292,7 +292,7 @@ class BalancedMTL(nn.Module):
                 terms = 0.5 * precision * z + 0.5 * s
                 weight = 0.5 * m * precision.detach()
             elif self.strategy == "fixed":
-                w = self.weights.to(ct)[idx]
+                w = self.task_weights.to(ct)[idx]
                 terms = w * z
                 weight = w * m
             else:  # dwa

@@ -2,9 +2,9 @@ r"""Variance over a batch of the distance between every pair of keypoints.
 
 The rigidity signal of the thesis (§5.3.1): two keypoints joined by a rigid limb keep
 their distance in every sample, so the variance of that distance over the batch is
-small. For points :math:`p \in \mathbb{R}^{B \times K \times D}` and optional
-per-sample, per-keypoint weights :math:`w \in \mathbb{R}_{\ge 0}^{B \times K}` (a pair's
-weight is the product :math:`w_{bij} = w_{bi} w_{bj}`; all ones when absent),
+small. For points :math:`p \in \mathbb{R}^{B \times K \times D}` and an optional per-sample,
+per-keypoint ``confidence`` :math:`c \in \mathbb{R}_{\ge 0}^{B \times K}` (visibility; a
+pair's weight is the product :math:`w_{bij} = c_{bi} c_{bj}`; all ones when absent),
 
 .. math::
 
@@ -19,11 +19,13 @@ weight is the product :math:`w_{bij} = w_{bi} w_{bj}`; all ones when absent),
 Unweighted, the unbiased denominator is :math:`B - 1`, as in ``torch.var``. The
 weighted unbiased form is the one for *reliability* weights.
 
-The native kernels (CPU: C++ on torch's thread pool; CUDA) compute the sufficient
-statistics ``(W, V, mu, M)`` two-pass, with float64 (CPU) or float32-or-better (CUDA)
-accumulation, and their backward, in ``O(B K^2 D)`` time and ``O(K^2)`` extra memory:
-no ``[B, K, K]`` tensor is ever formed. The pure-torch reference builds ``[B, K, K, D]``
-differences; it is the fallback and the test oracle.
+The native kernels (CPU: C++ on torch's thread pool; CUDA; the same math,
+``csrc/pairwise_distance_variance/``) compute the sufficient statistics
+``(W, V, mu, M)`` in one pass about a per-pair shift, with float64 (CPU) or
+float32-or-better (CUDA) accumulation, and their backward, in ``O(B K^2 D)`` time and
+``O(K^2)`` extra memory, for any D: no ``[B, K, K]`` tensor is ever formed. The
+pure-torch reference builds ``[B, K, K, D]`` differences; it is the fallback and the test
+oracle.
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ from typing import NamedTuple
 
 import torch
 
-from . import _native
 from ._checks import check_same, check_shape, check_tensor, shape_str
+from ._native import NativeOp
 
 __all__ = [
-    "PairwiseDistanceStats",
+    "PairwiseDistanceStatsResult",
     "gather_stats",
     "merge_stats",
     "pairwise_distance_stats",
@@ -45,10 +47,12 @@ __all__ = [
 ]
 
 
-class PairwiseDistanceStats(NamedTuple):
-    """Sufficient statistics of the pairwise distances; each ``[K, K]``, symmetric.
+class PairwiseDistanceStatsResult(NamedTuple):
+    """What :func:`pairwise_distance_stats` (and :func:`merge_stats`,
+    :func:`gather_stats`) return: sufficient statistics of the pairwise distances, each
+    ``[K, K]``, symmetric.
 
-    ``wsum`` = W (total pair weight, ``B`` when unweighted), ``w2sum`` = V (sum of
+    ``wsum`` = W (total pair weight, ``B`` without ``confidence``), ``w2sum`` = V (sum of
     squared pair weights), ``mean`` = mu (weighted mean distance, 0 where W = 0),
     ``m2`` = M (weighted sum of squared deviations from ``mean``). Two sets of these
     statistics merge exactly (Chan et al.), which is how the distributed variance is
@@ -74,9 +78,10 @@ def _log_norm(diff: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def _stats_reference(
-    points: torch.Tensor, weights: torch.Tensor | None, *, log_eps: float | None = None
-) -> PairwiseDistanceStats:
-    """Pure-torch statistics (forms ``[B, K, K, D]``): the fallback and the oracle.
+    points: torch.Tensor, confidence: torch.Tensor | None, *, log_eps: float | None = None
+) -> PairwiseDistanceStatsResult:
+    """Pure-torch statistics (forms ``[B, K, K, D]``): the fallback and the oracle, with
+    the signature of the native op.
 
     With ``log_eps`` the statistics are those of ``log sqrt(d^2 + log_eps^2)`` instead
     of ``d`` (the scale-invariant variant of :func:`torch_artic.lvmst`; diagonal 0).
@@ -89,24 +94,79 @@ def _stats_reference(
     else:
         eye = torch.eye(diff.shape[1], dtype=torch.bool, device=diff.device)
         d = _log_norm(diff, log_eps).masked_fill(eye, 0.0)
-    if weights is None:
+    if confidence is None:
         b = p.shape[0]
         wsum = torch.full(d.shape[1:], float(b), dtype=acc, device=p.device)
         w2sum = wsum.clone()
-        mean = d.mean(0)
+        mean = d.sum(0) / max(b, 1)  # 0 for an empty batch
         m2 = ((d - mean) ** 2).sum(0)
     else:
-        w = weights.to(acc)
-        wp = w[:, :, None] * w[:, None, :]
+        c = confidence.to(acc)
+        wp = c[:, :, None] * c[:, None, :]
         wsum = wp.sum(0)
         w2sum = (wp * wp).sum(0)
         safe = torch.where(wsum > 0, wsum, torch.ones_like(wsum))
         mean = torch.where(wsum > 0, (wp * d).sum(0) / safe, 0.0)
         m2 = (wp * (d - mean) ** 2).sum(0)
-    return PairwiseDistanceStats(*(t.to(points.dtype) for t in (wsum, w2sum, mean, m2)))
+    return PairwiseDistanceStatsResult(*(t.to(points.dtype) for t in (wsum, w2sum, mean, m2)))
 
 
-def merge_stats(parts) -> PairwiseDistanceStats:
+def _stats_fake(points, confidence):
+    k = points.shape[1]
+    return tuple(points.new_empty(k, k) for _ in range(4))
+
+
+def _stats_backward_fake(points, confidence, mean, coef_m2, coef_mean, coef_wsum, coef_w2sum):
+    gc = points.new_empty(confidence.shape) if confidence is not None else points.new_empty(0)
+    return points.new_empty(points.shape), gc
+
+
+def _stats_backward(args, outputs, grads, needs):
+    """First-order gradient through ``pairwise_distance_stats_backward``."""
+    points, confidence = args
+    wsum, mean = outputs
+    g_wsum, g_w2sum, g_mean, g_m2 = grads
+
+    def sym(g):
+        return torch.zeros_like(mean) if g is None else (g + g.mT).contiguous()
+
+    safe = torch.where(wsum > 0, wsum, torch.ones_like(wsum))
+    coef_mean = torch.where(wsum > 0, sym(g_mean) / safe, 0.0).contiguous()
+    gp, gc = torch.ops.torch_artic.pairwise_distance_stats_backward(
+        points, confidence, mean, sym(g_m2), coef_mean, sym(g_wsum), sym(g_w2sum)
+    )
+    return gp, (gc if confidence is not None else None)
+
+
+def _stats_samples(device, dtype):
+    """Argument tuples of the op for the generic native-op tests."""
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=g, dtype=torch.float64).to(device, dtype)
+
+    return [
+        (rand(6, 5, 2), None),
+        (rand(9, 4, 3), rand(9, 4) + 0.5),
+        (rand(5, 3, 7), None),  # any D
+        (rand(1, 2, 1), rand(1, 2)),
+        (rand(0, 3, 2), None),  # empty batch
+    ]
+
+
+_STATS = NativeOp(
+    "pairwise_distance_stats",
+    reference=_stats_reference,
+    fake=_stats_fake,
+    backward=_stats_backward,
+    backward_op="pairwise_distance_stats_backward",
+    backward_fake=_stats_backward_fake,
+    save_outputs=(0, 2),
+    samples=_stats_samples,
+)
+
+
+def merge_stats(parts) -> PairwiseDistanceStatsResult:
     r"""Merge the statistics of disjoint batches exactly (Chan et al.'s parallel update).
 
     .. math::
@@ -118,28 +178,29 @@ def merge_stats(parts) -> PairwiseDistanceStats:
     Differentiable.
 
     Args:
-        parts: a sequence of :class:`PairwiseDistanceStats` (each ``[K, K]``).
+        parts: a sequence of :class:`PairwiseDistanceStatsResult` (each ``[K, K]``).
 
     Returns:
-        The :class:`PairwiseDistanceStats` of the union of the batches.
+        The :class:`PairwiseDistanceStatsResult` of the union of the batches.
 
     Example:
         >>> x = torch.randn(10, 4, 3, dtype=torch.float64)
-        >>> m = merge_stats([pairwise_distance_stats(x[:3]), pairwise_distance_stats(x[3:])])
+        >>> parts = [pairwise_distance_stats(x[:3]), pairwise_distance_stats(x[3:])]
+        >>> m = merge_stats(parts)
         >>> torch.allclose(m.m2, pairwise_distance_stats(x).m2)
         True
     """
-    parts = [PairwiseDistanceStats(*p) for p in parts]
+    parts = [PairwiseDistanceStatsResult(*p) for p in parts]
     wsum = torch.stack([p.wsum for p in parts]).sum(0)
     w2sum = torch.stack([p.w2sum for p in parts]).sum(0)
     safe = torch.where(wsum > 0, wsum, torch.ones_like(wsum))
     mean = torch.stack([p.wsum * p.mean for p in parts]).sum(0) / safe
     mean = torch.where(wsum > 0, mean, 0.0)
     m2 = torch.stack([p.m2 + p.wsum * (p.mean - mean) ** 2 for p in parts]).sum(0)
-    return PairwiseDistanceStats(wsum, w2sum, mean, m2)
+    return PairwiseDistanceStatsResult(wsum, w2sum, mean, m2)
 
 
-def gather_stats(stats: PairwiseDistanceStats, group) -> PairwiseDistanceStats:
+def gather_stats(stats: PairwiseDistanceStatsResult, group) -> PairwiseDistanceStatsResult:
     """The statistics of the global batch across the ranks of ``group``.
 
     All-gathers every rank's ``(W, V, mu, M)`` with the differentiable
@@ -151,12 +212,12 @@ def gather_stats(stats: PairwiseDistanceStats, group) -> PairwiseDistanceStats:
     every rank, each rank's local gradient is world_size times the single-process one).
 
     Args:
-        stats: this rank's :class:`PairwiseDistanceStats`.
+        stats: this rank's :class:`PairwiseDistanceStatsResult`.
         group: a ``torch.distributed`` process group (``torch.distributed.group.WORLD``
             for all ranks).
 
     Returns:
-        The merged :class:`PairwiseDistanceStats`, identical on every rank.
+        The merged :class:`PairwiseDistanceStatsResult`, identical on every rank.
     """
     import torch.distributed as dist
     from torch.distributed.nn.functional import all_gather
@@ -165,10 +226,10 @@ def gather_stats(stats: PairwiseDistanceStats, group) -> PairwiseDistanceStats:
         raise ValueError("`group` was given but torch.distributed is not initialized")
     stacked = torch.stack(tuple(stats)).contiguous()  # [4, K, K]
     parts = all_gather(stacked, group=group)
-    return merge_stats([PairwiseDistanceStats(*t.unbind(0)) for t in parts])
+    return merge_stats([PairwiseDistanceStatsResult(*t.unbind(0)) for t in parts])
 
 
-def _validate(points, weights) -> None:
+def _validate(points, confidence) -> None:
     check_tensor(points, "points")
     check_shape(points, "points", "[B, K, D]", points.dim() == 3 and points.shape[-1] >= 1)
     b, k, _ = points.shape
@@ -176,53 +237,45 @@ def _validate(points, weights) -> None:
         raise ValueError(
             f"`points` must have K >= 2 keypoints ([B, K, D]), got {shape_str(points.shape)}"
         )
-    if weights is not None:
-        check_tensor(weights, "weights")
-        check_shape(weights, "weights", f"[B, K] = [{b}, {k}]", tuple(weights.shape) == (b, k))
-        check_same("points", points, "weights", weights)
-
-
-def _native_stats(points, weights):
-    return PairwiseDistanceStats(
-        *torch.ops.torch_artic.pairwise_distance_stats(points.contiguous(), _contig(weights))
-    )
-
-
-def _contig(t):
-    return None if t is None else t.contiguous()
+    if confidence is not None:
+        check_tensor(confidence, "confidence")
+        check_shape(
+            confidence, "confidence", f"[B, K] = [{b}, {k}]", tuple(confidence.shape) == (b, k)
+        )
+        check_same("points", points, "confidence", confidence)
 
 
 def pairwise_distance_stats(
-    points: torch.Tensor, weights: torch.Tensor | None = None
-) -> PairwiseDistanceStats:
+    points: torch.Tensor, *, confidence: torch.Tensor | None = None
+) -> PairwiseDistanceStatsResult:
     """Sufficient statistics ``(W, V, mu, M)`` of every pairwise distance over the batch.
 
     Args:
-        points: ``[B, K, D]`` keypoints (any D >= 1; D <= 8 on the native CPU path).
-        weights: optional ``[B, K]`` non-negative per-sample, per-keypoint weights
-            (visibility / confidence); a pair's weight is the product of its two.
+        points: ``[B, K, D]`` keypoints (any D >= 1, any B >= 0: an empty batch has
+            W = V = mu = M = 0).
+        confidence: optional ``[B, K]`` non-negative per-sample, per-keypoint weights
+            (visibility); a pair's weight is the product of its two.
 
     Returns:
-        :class:`PairwiseDistanceStats` of four symmetric ``[K, K]`` tensors (see the
+        :class:`PairwiseDistanceStatsResult` of four symmetric ``[K, K]`` tensors (see the
         module docstring for the formulas). Differentiable w.r.t. ``points`` and
-        ``weights`` (first and higher order).
+        ``confidence`` (first and higher order).
 
     Example:
         >>> st = pairwise_distance_stats(torch.randn(8, 5, 3))
         >>> st.mean.shape, float(st.wsum[0, 1])
         (torch.Size([5, 5]), 8.0)
     """
-    _validate(points, weights)
-    if _native.native_op("pairwise_distance_stats", points) is not None:
-        return _native_stats(points, weights)
-    return _stats_reference(points, weights)
+    _validate(points, confidence)
+    conf = None if confidence is None else confidence.contiguous()
+    return PairwiseDistanceStatsResult(*_STATS(points.contiguous(), conf))
 
 
 def pairwise_distance_variance(
     points: torch.Tensor,
     *,
     unbiased: bool = True,
-    weights: torch.Tensor | None = None,
+    confidence: torch.Tensor | None = None,
     group=None,
 ) -> torch.Tensor:
     r"""Variance over the batch of the distance between every pair of keypoints.
@@ -238,8 +291,8 @@ def pairwise_distance_variance(
         points: ``[B, K, D]`` keypoints, B >= 2 (>= 1 if ``unbiased=False`` or with a
             ``group``), K >= 2.
         unbiased: Bessel-corrected (default) or population variance.
-        weights: optional ``[B, K]`` non-negative weights; a pair's weight is the
-            product of its two keypoints' weights.
+        confidence: optional ``[B, K]`` non-negative per-keypoint weights (visibility);
+            a pair's weight is the product of its two keypoints' confidences.
         group: a ``torch.distributed`` process group: the variance then covers the
             global batch of all its ranks (see :func:`gather_stats` for the gradient
             convention). ``None`` (default): this process's batch only.
@@ -250,7 +303,7 @@ def pairwise_distance_variance(
 
     Raises:
         ValueError: bad shapes; ``B < 2`` for the unbiased form; and, for CPU tensors,
-            weights that leave a pair without enough total weight for the chosen
+            confidences that leave a pair without enough total weight for the chosen
             denominator. (On CUDA that check would need a host sync: such pairs are
             NaN instead.)
 
@@ -262,19 +315,19 @@ def pairwise_distance_variance(
         >>> torch.allclose(v, torch.cdist(x, x).var(0), atol=1e-5)
         True
     """
-    _validate(points, weights)
+    _validate(points, confidence)
     if unbiased and group is None and points.shape[0] < 2:
         raise ValueError(
             f"`points` needs a batch of B >= 2 samples for the unbiased variance, "
             f"got {shape_str(points.shape)}"
         )
-    st = pairwise_distance_stats(points, weights)
+    st = pairwise_distance_stats(points, confidence=confidence)
     if group is not None:
         st = gather_stats(st, group)
     return variance_from_stats(st, unbiased=unbiased)
 
 
-def variance_from_stats(st: PairwiseDistanceStats, *, unbiased: bool = True) -> torch.Tensor:
+def variance_from_stats(st: PairwiseDistanceStatsResult, *, unbiased: bool = True) -> torch.Tensor:
     """``[K, K]`` variance from (merged) statistics, with a zero diagonal.
 
     ``M / (W - V / W)`` (unbiased, reliability weights) or ``M / W``. For CPU tensors a
@@ -282,7 +335,7 @@ def variance_from_stats(st: PairwiseDistanceStats, *, unbiased: bool = True) -> 
     CUDA it is NaN (no host sync for validation).
 
     Args:
-        st: :class:`PairwiseDistanceStats` of ``[K, K]`` tensors.
+        st: :class:`PairwiseDistanceStatsResult` of ``[K, K]`` tensors.
         unbiased: the denominator, as in :func:`pairwise_distance_variance`.
 
     Returns:
@@ -296,72 +349,8 @@ def variance_from_stats(st: PairwiseDistanceStats, *, unbiased: bool = True) -> 
         bad = int(((denom <= 0) & ~eye).sum()) // 2
         if bad:
             raise ValueError(
-                f"`weights` leave {bad} keypoint pair(s) with too little total weight for the "
+                f"`confidence` leaves {bad} keypoint pair(s) with too little total weight for the "
                 f"{'unbiased' if unbiased else 'biased'} variance (each pair needs non-zero "
                 "weight in at least two samples for the unbiased form, one for the biased)"
             )
     return (st.m2 / denom).masked_fill(eye, 0.0)
-
-
-# --------------------------------------------------------------------------- native op
-
-
-def _register_native() -> None:
-    op = "torch_artic::pairwise_distance_stats"
-
-    @torch.library.register_fake(op)
-    def _fake(points, weights):
-        k = points.shape[1]
-        return tuple(points.new_empty(k, k) for _ in range(4))
-
-    @torch.library.register_fake(op + "_backward")
-    def _fake_backward(points, weights, mean, cm2, cmean, cwsum, cw2sum):
-        gw = points.new_empty(weights.shape) if weights is not None else points.new_empty(0)
-        return points.new_empty(points.shape), gw
-
-    def _setup_context(ctx, inputs, output):
-        points, weights = inputs
-        wsum, _, mean, _ = output
-        ctx.has_weights = weights is not None
-        ctx.save_for_backward(points, weights, wsum, mean)
-
-    def _backward(ctx, g_wsum, g_w2sum, g_mean, g_m2):
-        points, weights, wsum, mean = ctx.saved_tensors
-        grads = (g_wsum, g_w2sum, g_mean, g_m2)
-        if torch.is_grad_enabled():
-            # create_graph=True (higher-order gradients): differentiate the pure-torch
-            # reference instead; the native backward kernel is first-order only.
-            ins = (points,) if weights is None else (points, weights)
-            ins = tuple(t.detach().requires_grad_() if not t.requires_grad else t for t in ins)
-            out = _stats_reference(ins[0], ins[1] if weights is not None else None)
-            pairs = [(o, g) for o, g in zip(out, grads) if g is not None]
-            res = torch.autograd.grad(
-                [o for o, _ in pairs],
-                ins,
-                [g for _, g in pairs],
-                create_graph=True,
-                allow_unused=True,
-            )
-            return res[0], (res[1] if weights is not None else None)
-
-        def sym(g):
-            return torch.zeros_like(mean) if g is None else g + g.mT
-
-        safe_w = torch.where(wsum > 0, wsum, torch.ones_like(wsum))
-        coef_mean = torch.where(wsum > 0, sym(g_mean) / safe_w, 0.0)
-        gp, gw = torch.ops.torch_artic.pairwise_distance_stats_backward(
-            points,
-            _contig(weights),
-            mean,
-            sym(g_m2).contiguous(),
-            coef_mean.contiguous(),
-            sym(g_wsum).contiguous(),
-            sym(g_w2sum).contiguous(),
-        )
-        return gp, (gw if ctx.has_weights else None)
-
-    torch.library.register_autograd(op, _backward, setup_context=_setup_context)
-
-
-if _native.extension_loaded():
-    _register_native()

@@ -30,11 +30,11 @@ from .pairwise_distance_variance import (
     variance_from_stats,
 )
 
-__all__ = ["LVMST", "limb_variance_loss", "lvmst", "self_consistency_loss"]
+__all__ = ["LVMSTResult", "limb_variance_loss", "lvmst", "self_consistency_loss"]
 
 
-class LVMST(NamedTuple):
-    """Result of :func:`lvmst`.
+class LVMSTResult(NamedTuple):
+    """What :func:`lvmst` returns.
 
     ``adjacency`` ``[K, K]`` (the tree, or its relaxation), ``variance`` ``[K, K]`` (the
     statistic the tree was built on) and ``loss`` (a scalar: the variance summed over
@@ -54,21 +54,24 @@ def _edge_sum(adjacency: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
 def lvmst(
     points: torch.Tensor,
     *,
-    mode: str = "ste",
+    relaxation: str = "ste",
     temperature: float = 0.1,
     unbiased: bool = True,
     scale_invariant: bool = False,
-    weights: torch.Tensor | None = None,
+    confidence: torch.Tensor | None = None,
     group=None,
     eps: float = 1e-6,
-    **dmst_kwargs,
-) -> LVMST:
+    num_samples: int = 32,
+    noise_scale: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> LVMSTResult:
     r"""Limb-variance minimum spanning tree: which keypoints are joined by rigid limbs.
 
     ``variance = pairwise_distance_variance(points)`` (or, with
     ``scale_invariant=True``, the variance of log-distances
-    :math:`\log\sqrt{d^2 + \epsilon^2}`), ``adjacency = dmst(variance, mode=mode,
-    temperature=temperature)`` and ``loss = sum_{i<j} adjacency_ij * variance_ij``.
+    :math:`\log\sqrt{d^2 + \epsilon^2}`), ``adjacency = dmst(variance,
+    relaxation=relaxation, temperature=temperature)`` and
+    ``loss = sum_{i<j} adjacency_ij * variance_ij``.
 
     With ``scale_invariant=True`` a per-sample global scale :math:`s_b` (camera distance,
     thesis §5.6.1) adds the same :math:`\operatorname{Var}(\log s)` to every pair (plus a
@@ -78,24 +81,24 @@ def lvmst(
     Args:
         points: ``[B, K, D]`` keypoints (D = 2 or 3 in practice; any D >= 1), B >= 2,
             K >= 2.
-        mode: the :func:`torch_artic.dmst` mode: ``"ste"`` (default: exact tree,
-            gradient of the matrix-tree relaxation), ``"hard"``, ``"soft"`` or
+        relaxation: the :func:`torch_artic.dmst` relaxation: ``"ste"`` (default: exact
+            tree, gradient of the matrix-tree relaxation), ``"hard"``, ``"soft"`` or
             ``"perturbed"``.
         temperature: relative temperature of the relaxation (see :func:`dmst`).
         unbiased: Bessel-corrected variance (default).
         scale_invariant: use the variance of log-distances.
-        weights: optional ``[B, K]`` per-sample, per-keypoint visibility/confidence
+        confidence: optional ``[B, K]`` per-sample, per-keypoint visibility/confidence
             (thesis §6.7.1.1): a pair's weight is the product; occluded keypoints
-            (weight 0) do not count.
+            (confidence 0) do not count.
         group: ``torch.distributed`` process group: the variance covers the global
             batch (values equal the single-process result on the concatenated batch;
             see :func:`torch_artic.pairwise_distance_variance`).
         eps: the :math:`\epsilon` of the log-distance, in the units of ``points``.
-        **dmst_kwargs: ``num_samples``, ``noise_scale``, ``generator`` for
-            ``mode="perturbed"``.
+        num_samples, noise_scale, generator: for ``relaxation="perturbed"``, as in
+            :func:`torch_artic.dmst`.
 
     Returns:
-        :class:`LVMST` ``(adjacency [K, K], variance [K, K], loss [])``.
+        :class:`LVMSTResult` ``(adjacency [K, K], variance [K, K], loss [])``.
 
     Cost: the variance is :math:`O(BK^2D)` (native kernels when built); the exact tree
     :math:`O(K^2)`; the relaxation's gradient :math:`O(K^4)`.
@@ -107,7 +110,7 @@ def lvmst(
         >>> int(adjacency.triu(1).sum())
         4
     """
-    _validate(points, weights)
+    _validate(points, confidence)
     if unbiased and group is None and points.shape[0] < 2:
         raise ValueError(
             f"`points` needs a batch of B >= 2 samples for the unbiased variance, "
@@ -116,14 +119,21 @@ def lvmst(
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
         raise ValueError(f"`eps` must be a float > 0, got {eps!r}")
     if scale_invariant:
-        st = _stats_reference(points, weights, log_eps=float(eps))
+        st = _stats_reference(points, confidence, log_eps=float(eps))
     else:
-        st = pairwise_distance_stats(points, weights)
+        st = pairwise_distance_stats(points, confidence=confidence)
     if group is not None:
         st = gather_stats(st, group)
     variance = variance_from_stats(st, unbiased=unbiased)
-    adjacency = dmst(variance, mode=mode, temperature=temperature, **dmst_kwargs)
-    return LVMST(adjacency, variance, _edge_sum(adjacency, variance))
+    adjacency = dmst(
+        variance,
+        relaxation=relaxation,
+        temperature=temperature,
+        num_samples=num_samples,
+        noise_scale=noise_scale,
+        generator=generator,
+    )
+    return LVMSTResult(adjacency, variance, _edge_sum(adjacency, variance))
 
 
 def limb_variance_loss(
@@ -131,7 +141,7 @@ def limb_variance_loss(
     adjacency: torch.Tensor,
     *,
     unbiased: bool = True,
-    weights: torch.Tensor | None = None,
+    confidence: torch.Tensor | None = None,
     group=None,
 ) -> torch.Tensor:
     r"""The summed batch variance of the lengths of the limbs in ``adjacency``.
@@ -144,7 +154,8 @@ def limb_variance_loss(
         points: ``[B, K, D]`` keypoints.
         adjacency: ``[K, K]`` symmetric limb weights (0/1 or soft); only ``i < j`` is
             read.
-        unbiased, weights, group: as in :func:`torch_artic.pairwise_distance_variance`.
+        unbiased, confidence, group: as in
+            :func:`torch_artic.pairwise_distance_variance`.
 
     Returns:
         A scalar.
@@ -164,27 +175,28 @@ def limb_variance_loss(
         f"[K, K] = [{k}, {k}]" if k is not None else "[K, K]",
         adjacency.dim() == 2 and (k is None or tuple(adjacency.shape) == (k, k)),
     )
-    var = pairwise_distance_variance(points, unbiased=unbiased, weights=weights, group=group)
+    var = pairwise_distance_variance(points, unbiased=unbiased, confidence=confidence, group=group)
     return _edge_sum(adjacency.to(var.dtype), var)
 
 
 def self_consistency_loss(
     depth_fn: Callable[[torch.Tensor], torch.Tensor],
-    xy: torch.Tensor,
+    points: torch.Tensor,
+    *,
     depth: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Self-consistency of a depth (lifting) network (thesis §5.4.2).
 
-    A network that infers depth ``z = depth_fn(xy)`` has learnt a consistent 3D shape
-    if, shown the side view ``(z, y)`` (the pose turned 90° about the vertical axis),
-    it infers the depth ``-x``:
+    A network that infers depth ``z = depth_fn(points)`` from 2D points ``(x, y)`` has
+    learnt a consistent 3D shape if, shown the side view ``(z, y)`` (the pose turned 90°
+    about the vertical axis), it infers the depth ``-x``:
 
     .. math:: \mathcal{L} = \operatorname{mean}\big(\mathrm{net}([z, y]) + x\big)^2 .
 
     Args:
         depth_fn: maps ``[B, K, 2]`` ``(x, y)`` keypoints to ``[B, K]`` depths.
-        xy: ``[B, K, 2]`` 2D keypoints.
-        depth: ``depth_fn(xy)`` if already computed (saves a forward pass).
+        points: ``[B, K, 2]`` 2D keypoints ``(x, y)``.
+        depth: ``depth_fn(points)`` if already computed (saves a forward pass).
 
     Returns:
         The mean squared error, a scalar.
@@ -194,15 +206,15 @@ def self_consistency_loss(
         >>> float(self_consistency_loss(net, torch.zeros(4, 3, 2)))
         0.0
     """
-    check_tensor(xy, "xy")
-    check_shape(xy, "xy", "[B, K, 2]", xy.dim() == 3 and xy.shape[-1] == 2)
-    z = depth_fn(xy) if depth is None else depth
-    if not isinstance(z, torch.Tensor) or tuple(z.shape) != tuple(xy.shape[:2]):
+    check_tensor(points, "points")
+    check_shape(points, "points", "[B, K, 2]", points.dim() == 3 and points.shape[-1] == 2)
+    z = depth_fn(points) if depth is None else depth
+    if not isinstance(z, torch.Tensor) or tuple(z.shape) != tuple(points.shape[:2]):
         got = shape_str(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise ValueError(
-            f"`depth_fn` must map [B, K, 2] to depths [B, K] = {shape_str(xy.shape[:2])}, "
+            f"`depth_fn` must map [B, K, 2] to depths [B, K] = {shape_str(points.shape[:2])}, "
             f"got {got}"
         )
-    zy = torch.stack((z, xy[..., 1]), dim=-1)
+    zy = torch.stack((z, points[..., 1]), dim=-1)
     x_pred = depth_fn(zy)
-    return ((x_pred + xy[..., 0]) ** 2).mean()
+    return ((x_pred + points[..., 0]) ** 2).mean()

@@ -55,8 +55,8 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from . import _native
 from ._checks import check_points, check_positive, check_same, check_size, check_tensor, shape_str
+from ._native import NativeOp
 from .coords import denormalize_points
 
 __all__ = ["CUTOFF", "COMPOSITES", "sketch_render"]
@@ -65,7 +65,7 @@ CUTOFF = 4.0
 """Lines are cut off at ``CUTOFF * sigma`` pixels from their segment (in every backend)."""
 
 COMPOSITES = ("sum_clamp", "soft_or", "max")
-_MODE = {name: i for i, name in enumerate(COMPOSITES)}
+"""The values of :func:`sketch_render`'s ``composite`` (passed to the kernels by name)."""
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # Elements per [B, chunk, C, H, W] tensor of the reference.
 _CHUNK_ELEMENTS = 1 << 20
@@ -107,7 +107,7 @@ def _prepare(points, adjacency, size, sigma, colors, composite, normalized):
         check_tensor(adjacency, "adjacency")
         check_same("points", points, "adjacency", adjacency)
     _square_or_batched(adjacency, "adjacency", b, k)
-    if not isinstance(composite, str) or composite not in _MODE:
+    if not isinstance(composite, str) or composite not in COMPOSITES:
         raise ValueError(f"`composite` must be one of {COMPOSITES}, got {composite!r}")
     if not isinstance(normalized, bool):
         raise TypeError(f"`normalized` must be a bool, got {type(normalized).__name__}")
@@ -150,11 +150,11 @@ def _prepare(points, adjacency, size, sigma, colors, composite, normalized):
             )
         cols = cols.contiguous()
     pts = denormalize_points(points, (height, width)) if normalized else points
-    return pts.contiguous(), w.contiguous(), s.contiguous(), cols, height, width, _MODE[composite]
+    return pts.contiguous(), w.contiguous(), s.contiguous(), cols, height, width, composite
 
 
 # --------------------------------------------------------------------------- reference
-def _chunk(mode: int, state, pts, w, s, cols, ei, ej, xs, ys):
+def _chunk(composite: str, cutoff: float, state, pts, w, s, cols, ei, ej, xs, ys):
     """Composite the edges ``ei[c], ej[c]`` (weights ``w [Bw, c]``, ``s [Bs, c]``) into
     ``state`` (``[B, C, H, W]``; ``(M, key)`` for max). Forms ``[B, c, C, H, W]``."""
     a = pts[:, ei]  # [B, c, 2]
@@ -176,7 +176,7 @@ def _chunk(mode: int, state, pts, w, s, cols, ei, ej, xs, ys):
     d2 = qx * qx + qy * qy
     sc = s[:, :, None, None]
     s2 = sc * sc
-    rs = CUTOFF * sc
+    rs = cutoff * sc
     cut2 = rs * rs
     ex = torch.exp(-d2 / s2)
     inten = torch.where(d2 >= cut2, 0.0, w[:, :, None, None] * ex)  # [B, c, H, W]
@@ -186,9 +186,9 @@ def _chunk(mode: int, state, pts, w, s, cols, ei, ej, xs, ys):
         ci = cols[:, ei, :, None, None]  # [Bc, c, C, 1, 1]
         cj = cols[:, ej, :, None, None]
         v = inten.unsqueeze(2) * (ci + t.unsqueeze(2) * (cj - ci))
-    if mode == 0:
+    if composite == "sum_clamp":
         return state + v.sum(1)
-    if mode == 1:
+    if composite == "soft_or":
         return state * (1 - v).prod(1)
     m, mkey = state
     key = torch.where(torch.isnan(v), torch.inf, v).detach()
@@ -200,8 +200,10 @@ def _chunk(mode: int, state, pts, w, s, cols, ei, ej, xs, ys):
     return torch.where(up, sel, m), torch.where(up, cm, mkey)
 
 
-def _reference(pts, w, s, cols, height, width, mode):
-    """Pure-torch sketch (the fallback and the oracle): same inputs as the native op."""
+def _reference(pts, w, s, cols, height, width, composite, cutoff):
+    """Pure-torch sketch (the fallback and the oracle), with the signature of the native
+    op ``sketch_render_forward(points, strength, sigma, colors, height, width, composite,
+    cutoff)``."""
     out_dtype = pts.dtype
     if out_dtype in _LOW_PRECISION:
         pts, w, s = pts.float(), w.float(), s.float()
@@ -212,58 +214,111 @@ def _reference(pts, w, s, cols, height, width, mode):
     e = iu.shape[0]
     xs = torch.arange(width, device=pts.device, dtype=pts.dtype)
     ys = torch.arange(height, device=pts.device, dtype=pts.dtype)
-    if mode == 2:
+    if composite == "max":
         z = pts.new_zeros(b, c, height, width)
         state = (z, z)
     else:
-        state = pts.new_full((b, c, height, width), 1.0 if mode == 1 else 0.0)
+        state = pts.new_full((b, c, height, width), 1.0 if composite == "soft_or" else 0.0)
     step = max(1, _CHUNK_ELEMENTS // max(1, b * c * height * width))
     tensors = [pts, w, s] + ([] if cols is None else [cols])
     ckpt = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     for e0 in range(0, e, step):
         e1 = min(e, e0 + step)
-        args = (mode, state, pts, w[:, e0:e1], s[:, e0:e1], cols, iu[e0:e1], ju[e0:e1], xs, ys)
+        args = (composite, cutoff, state, pts, w[:, e0:e1], s[:, e0:e1], cols, iu[e0:e1])
+        args = (*args, ju[e0:e1], xs, ys)
         if ckpt:
             state = checkpoint(_chunk, *args, use_reentrant=False)
         else:
             state = _chunk(*args)
-    if mode == 0:
+    if composite == "sum_clamp":
         out = torch.where(state > 1, 1.0, state)
-    elif mode == 1:
+    elif composite == "soft_or":
         out = 1 - state
     else:
         out = state[0]
     return out.to(out_dtype)
 
 
-# --------------------------------------------------------------------------- public op
-def _render(pts, w, s, cols, height, width, mode, backend: str = "auto") -> torch.Tensor:
-    if backend != "reference" and _native.native_op("sketch_render_forward", pts) is not None:
-        return torch.ops.torch_artic.sketch_render_forward(
-            pts, w, s, cols, height, width, mode, CUTOFF
-        )
-    if backend == "native":
-        raise RuntimeError("the native sketch_render kernel is not available here")
-    return _reference(pts, w, s, cols, height, width, mode)
+# --------------------------------------------------------------------------- native op
+def _fake(points, strength, sigma, colors, height, width, composite, cutoff):
+    c = 1 if colors is None else colors.shape[2]
+    return points.new_empty(points.shape[0], c, height, width)
 
 
-def _sketch_render(
+def _backward_fake(
+    grad,
     points,
-    adjacency,
-    size,
-    *,
-    sigma=1.0,
-    colors=None,
-    composite="sum_clamp",
-    normalized=True,
-    backend: str = "auto",
-) -> torch.Tensor:
-    """:func:`sketch_render` with a choice of ``backend`` (``"auto"``, ``"native"``,
-    ``"reference"``), for tests and benchmarks."""
-    args = _prepare(points, adjacency, size, sigma, colors, composite, normalized)
-    return _render(*args, backend=backend)
+    strength,
+    sigma,
+    colors,
+    height,
+    width,
+    composite,
+    cutoff,
+    need_strength,
+    need_sigma,
+    need_colors,
+):
+    def like(t, need):
+        return points.new_empty(t.shape) if need and t is not None else points.new_empty(0)
+
+    return (
+        points.new_empty(points.shape),
+        like(strength, need_strength),
+        like(sigma, need_sigma),
+        like(colors, need_colors),
+    )
 
 
+def _backward(args, outputs, grads, needs):
+    """First-order gradient through ``sketch_render_backward`` (gradients of shared
+    ``[1, ...]`` inputs are summed over the batch inside the kernel)."""
+    points, strength, sigma, colors, height, width, composite, cutoff = args
+    gp, gw, gs, gc = torch.ops.torch_artic.sketch_render_backward(
+        grads[0].contiguous(),
+        points,
+        strength,
+        sigma,
+        colors,
+        height,
+        width,
+        composite,
+        cutoff,
+        bool(needs[1]),
+        bool(needs[2]),
+        bool(needs[3]) and colors is not None,
+    )
+    return gp, gw, gs, (gc if colors is not None else None), None, None, None, None
+
+
+def _samples(device, dtype):
+    """Argument tuples of the op for the generic native-op tests (pixel units)."""
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=g, dtype=torch.float64).to(device, dtype)
+
+    pts = rand(2, 4, 2) * 10 + 1
+    out = []
+    for composite in COMPOSITES:
+        out.append((pts, rand(1, 6), rand(1, 6) + 0.8, None, 12, 13, composite, CUTOFF))
+        out.append((pts, rand(2, 6), rand(2, 6) + 0.8, rand(2, 4, 3), 9, 11, composite, CUTOFF))
+    out.append((pts, rand(1, 6), rand(1, 6) + 0.8, rand(1, 4, 1), 8, 8, "sum_clamp", 2.0))
+    return out
+
+
+_SKETCH = NativeOp(
+    "sketch_render_forward",
+    reference=_reference,
+    fake=_fake,
+    backward=_backward,
+    backward_op="sketch_render_backward",
+    backward_fake=_backward_fake,
+    samples=_samples,
+)
+
+
+# --------------------------------------------------------------------------- public op
 def sketch_render(
     points: torch.Tensor,
     adjacency: torch.Tensor,
@@ -329,109 +384,7 @@ def sketch_render(
         >>> img[0, 0, 9, 2].item()  # pixel far from both lines
         0.0
     """
-    return _sketch_render(
-        points,
-        adjacency,
-        size,
-        sigma=sigma,
-        colors=colors,
-        composite=composite,
-        normalized=normalized,
+    pts, strength, s, cols, height, width, composite = _prepare(
+        points, adjacency, size, sigma, colors, composite, normalized
     )
-
-
-# --------------------------------------------------------------------------- native op
-def _register_native() -> None:
-    op = "torch_artic::sketch_render_forward"
-
-    @torch.library.register_fake(op)
-    def _fake(points, weights, sigma, colors, height, width, composite, cutoff):
-        c = 1 if colors is None else colors.shape[2]
-        return points.new_empty(points.shape[0], c, height, width)
-
-    @torch.library.register_fake("torch_artic::sketch_render_backward")
-    def _fake_backward(
-        grad,
-        points,
-        weights,
-        sigma,
-        colors,
-        height,
-        width,
-        composite,
-        cutoff,
-        need_weights,
-        need_sigma,
-        need_colors,
-    ):
-        b, k = points.shape[0], points.shape[1]
-        e = k * (k - 1) // 2
-        gw = points.new_empty(b, e) if need_weights else points.new_empty(0)
-        gs = points.new_empty(b, e) if need_sigma else points.new_empty(0)
-        gc = (
-            points.new_empty(b, k, colors.shape[2])
-            if need_colors and colors is not None
-            else points.new_empty(0)
-        )
-        return points.new_empty(b, k, 2), gw, gs, gc
-
-    def _setup_context(ctx, inputs, output):
-        points, weights, sigma, colors, height, width, composite, cutoff = inputs
-        ctx.save_for_backward(points, weights, sigma, colors)
-        ctx.args = (height, width, composite, cutoff)
-
-    def _backward(ctx, grad):
-        points, weights, sigma, colors = ctx.saved_tensors
-        height, width, composite, cutoff = ctx.args
-        need = ctx.needs_input_grad
-        if torch.is_grad_enabled():
-            # create_graph=True (higher-order gradients): differentiate the pure-torch
-            # reference instead; the native backward kernel is first-order only.
-            ins = [points, weights, sigma, colors]
-            out = _reference(points, weights, sigma, colors, height, width, composite)
-            pick = [i for i, t in enumerate(ins) if t is not None and need[i] and t.requires_grad]
-            res = [None] * 4
-            if pick and out.requires_grad:
-                got = torch.autograd.grad(
-                    out, [ins[i] for i in pick], grad, create_graph=True, allow_unused=True
-                )
-                for i, g in zip(pick, got):
-                    res[i] = g
-            return (*res, None, None, None, None)
-        need_c = bool(need[3]) and colors is not None
-        gp, gw, gs, gc = torch.ops.torch_artic.sketch_render_backward(
-            grad.contiguous(),
-            points,
-            weights,
-            sigma,
-            colors,
-            height,
-            width,
-            composite,
-            cutoff,
-            bool(need[1]),
-            bool(need[2]),
-            need_c,
-        )
-
-        def fold(g, like, n):  # per-sample grads -> the input's (shared: summed) shape
-            if not n:
-                return None
-            return g.sum(0, keepdim=True) if like.shape[0] != g.shape[0] else g
-
-        return (
-            gp,
-            fold(gw, weights, need[1]),
-            fold(gs, sigma, need[2]),
-            fold(gc, colors, need_c),
-            None,
-            None,
-            None,
-            None,
-        )
-
-    torch.library.register_autograd(op, _backward, setup_context=_setup_context)
-
-
-if _native.extension_loaded() and "sketch_render_forward" in _native.NATIVE_OPS:
-    _register_native()
+    return _SKETCH(pts, strength, s, cols, height, width, composite, CUTOFF)

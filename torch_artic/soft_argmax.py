@@ -18,14 +18,14 @@ from typing import NamedTuple
 import torch
 
 from ._checks import check_positive, check_shape, check_tensor, shape_str
-from .coords import pixel_coordinates, pixel_grid
+from .coords import pixel_coordinates
 
-__all__ = ["SoftArgmaxResult", "soft_argmax2d"]
+__all__ = ["SoftArgmax2dResult", "soft_argmax2d"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-class SoftArgmaxResult(NamedTuple):
+class SoftArgmax2dResult(NamedTuple):
     """``(mean, covariance)`` returned by ``soft_argmax2d(..., return_covariance=True)``.
 
     Attributes:
@@ -101,11 +101,11 @@ def _probabilities(h: torch.Tensor, temperature) -> torch.Tensor:
 
 def soft_argmax2d(
     heatmaps: torch.Tensor,
-    temperature: float | torch.Tensor = 1.0,
     *,
+    temperature: float | torch.Tensor = 1.0,
     normalized: bool = True,
     return_covariance: bool = False,
-) -> torch.Tensor | SoftArgmaxResult:
+) -> torch.Tensor | SoftArgmax2dResult:
     r"""Spatial soft-argmax: the expected pixel-centre ``(x, y)`` under ``softmax(h / T)``.
 
     Thesis eq. 4.1 (§4.5.2). For each ``[H, W]`` heatmap ``h``
@@ -151,7 +151,7 @@ def soft_argmax2d(
 
     Returns:
         ``[..., 2]`` tensor of ``(x, y)``; or, with ``return_covariance=True``, a
-        :class:`SoftArgmaxResult` ``(mean [..., 2], covariance [..., 2, 2])`` (covariance in
+        :class:`SoftArgmax2dResult` ``(mean [..., 2], covariance [..., 2, 2])`` (covariance in
         the units of the coordinates squared).
 
     Raises:
@@ -177,7 +177,9 @@ def soft_argmax2d(
     h = heatmaps.float() if out_dtype in _LOW_PRECISION else heatmaps
     height, width = h.shape[-2:]
     p = _probabilities(h, temperature)
-    xs, ys = pixel_coordinates(height, width, normalized=normalized, device=h.device, dtype=h.dtype)
+    xs, ys = pixel_coordinates(
+        (height, width), normalized=normalized, device=h.device, dtype=h.dtype
+    )
     px = p.sum(dim=-2)  # [..., W]
     py = p.sum(dim=-1)  # [..., H]
     mx = px @ xs
@@ -192,30 +194,4 @@ def soft_argmax2d(
     rx = (p @ dx.unsqueeze(-1)).squeeze(-1)  # [..., H]: sum_c p_rc (x_c - mx)
     vxy = (rx * dy).sum(dim=-1)
     cov = torch.stack((torch.stack((vxx, vxy), -1), torch.stack((vxy, vyy), -1)), -2)
-    return SoftArgmaxResult(mean.to(out_dtype), cov.to(out_dtype))
-
-
-def _soft_argmax2d_dense(
-    heatmaps: torch.Tensor,
-    temperature: float | torch.Tensor = 1.0,
-    *,
-    normalized: bool = True,
-    return_covariance: bool = False,
-):
-    """Straightforward reference: flattened softmax times a materialised ``[H, W, 2]`` grid.
-
-    The oracle for tests and the baseline in ``benchmarks/bench_soft_argmax.py``; no checks.
-    """
-    height, width = heatmaps.shape[-2:]
-    if isinstance(temperature, torch.Tensor):
-        temperature = temperature[..., None]
-    p = torch.softmax(heatmaps.flatten(-2) / temperature, dim=-1).view(heatmaps.shape)
-    grid = pixel_grid(
-        height, width, normalized=normalized, device=heatmaps.device, dtype=heatmaps.dtype
-    )
-    mean = (p[..., None] * grid).sum(dim=(-3, -2))
-    if not return_covariance:
-        return mean
-    d = grid - mean[..., None, None, :]  # [..., H, W, 2]
-    cov = (p[..., None, None] * d[..., :, None] * d[..., None, :]).sum(dim=(-4, -3))
-    return SoftArgmaxResult(mean, cov)
+    return SoftArgmax2dResult(mean.to(out_dtype), cov.to(out_dtype))

@@ -9,7 +9,7 @@ Example (in your own test suite)::
     from hypothesis import given
     from torch_artic.testing import keypoints, assert_gradients
 
-    @given(keypoints(batch=4, num_keypoints=7))
+    @given(keypoints(batch_size=4, num_keypoints=7))
     def test_my_loss_is_smooth(points):
         assert_gradients(my_loss, (points,))
 """
@@ -32,7 +32,7 @@ __all__ = [
     "heatmaps",
     "keypoints",
     "random_trees",
-    "symmetric_weights",
+    "symmetric_costs",
 ]
 
 
@@ -44,18 +44,18 @@ def _tensor_from_seed(seed: int, shape, dtype, fn):
 @st.composite
 def keypoints(
     draw,
-    batch: int | tuple[int, int] = (1, 8),
+    *,
+    batch_size: int | tuple[int, int] = (1, 8),
     num_keypoints: int | tuple[int, int] = (2, 8),
     dim: int = 2,
-    *,
     normalized: bool = True,
     size: tuple[int, int] = (64, 64),
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """``[B, K, dim]`` keypoints; in ``[-1, 1]`` when ``normalized``, else pixels of an
-    image of ``size = (H, W)`` (x in ``[0, W-1]``, y in ``[0, H-1]``). ``batch`` and
+    image of ``size = (H, W)`` (x in ``[0, W-1]``, y in ``[0, H-1]``). ``batch_size`` and
     ``num_keypoints`` are ints or inclusive ``(min, max)`` ranges."""
-    b = batch if isinstance(batch, int) else draw(st.integers(*batch))
+    b = batch_size if isinstance(batch_size, int) else draw(st.integers(*batch_size))
     k = num_keypoints if isinstance(num_keypoints, int) else draw(st.integers(*num_keypoints))
     seed = draw(st.integers(0, 2**31 - 1))
     u = _tensor_from_seed(seed, (b, k, dim), torch.float64, lambda s, g: torch.rand(s, generator=g))
@@ -69,9 +69,9 @@ def keypoints(
 @st.composite
 def heatmaps(
     draw,
+    *,
     leading: Sequence[int] = (2, 3),
     size: tuple[int, int] | None = None,
-    *,
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """``[*leading, H, W]`` heatmaps (standard-normal logits); H, W in ``[2, 24]``
@@ -88,16 +88,17 @@ def heatmaps(
 
 
 @st.composite
-def symmetric_weights(
+def symmetric_costs(
     draw,
+    *,
     num_nodes: int | tuple[int, int] = (1, 12),
     leading: Sequence[int] = (),
-    *,
     integer: bool = False,
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """``[*leading, K, K]`` symmetric edge weights with a zero diagonal: uniform in
-    ``(0, 1)``, or small integers in ``[0, 3]`` (many ties) when ``integer``."""
+    """``[*leading, K, K]`` symmetric edge costs (for :func:`~torch_artic.dmst`) with a
+    zero diagonal: uniform in ``(0, 1)``, or small integers in ``[0, 3]`` (many ties) when
+    ``integer``."""
     k = num_nodes if isinstance(num_nodes, int) else draw(st.integers(*num_nodes))
     seed = draw(st.integers(0, 2**31 - 1))
     g = torch.Generator().manual_seed(seed)
@@ -111,7 +112,7 @@ def symmetric_weights(
 
 
 @st.composite
-def random_trees(draw, num_nodes: int | tuple[int, int] = (2, 12)) -> torch.Tensor:
+def random_trees(draw, *, num_nodes: int | tuple[int, int] = (2, 12)) -> torch.Tensor:
     """``[K, K]`` 0/1 symmetric adjacency of a uniformly random labelled tree (decoded
     from a random Prüfer sequence)."""
     k = num_nodes if isinstance(num_nodes, int) else draw(st.integers(*num_nodes))

@@ -34,19 +34,42 @@ import torch.nn.functional as F
 from ._checks import check_same, check_shape, check_tensor, shape_str
 from .coords import normalize_points, pixel_grid
 
-__all__ = ["TPSWarp", "random_tps", "scale_tps", "tps_warp"]
+__all__ = [
+    "RandomTPSResult",
+    "ScaleTPSResult",
+    "TPSWarpResult",
+    "random_tps",
+    "scale_tps",
+    "tps_warp",
+]
 
-_MODES = ("bilinear", "nearest", "bicubic")
-_PADDING = ("zeros", "border", "reflection")
+_INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
+_PADDINGS = ("zeros", "border", "reflection")
 _INVERSES = ("newton", "fit")
 
 
-class TPSWarp(NamedTuple):
+class TPSWarpResult(NamedTuple):
     """What :func:`tps_warp` returns: the warped ``image`` and ``points`` (``None`` when not
     given)."""
 
     image: torch.Tensor | None
     points: torch.Tensor | None
+
+
+class RandomTPSResult(NamedTuple):
+    """What :func:`random_tps` returns: control points ``src`` and ``dst``, each
+    ``[B, N, 2]``."""
+
+    src: torch.Tensor
+    dst: torch.Tensor
+
+
+class ScaleTPSResult(NamedTuple):
+    """What :func:`scale_tps` returns: control points ``src`` (unchanged) and the scaled
+    ``dst``, each ``[B, N, 2]``."""
+
+    src: torch.Tensor
+    dst: torch.Tensor
 
 
 # --------------------------------------------------------------------------- maths
@@ -266,17 +289,17 @@ def _inverse_points(
 def tps_warp(
     src: torch.Tensor,
     dst: torch.Tensor,
+    *,
     image: torch.Tensor | None = None,
     points: torch.Tensor | None = None,
-    *,
     normalized: bool = True,
     regularization: float = 0.0,
-    mode: str = "bilinear",
-    padding_mode: str = "border",
+    interpolation: str = "bilinear",
+    padding: str = "border",
     inverse: str = "newton",
     max_iter: int = 10,
     tol: float | None = None,
-) -> TPSWarp:
+) -> TPSWarpResult:
     r"""Warp an image and/or points with the thin-plate spline that carries ``src`` to ``dst``.
 
     Content at ``src_i`` in the image ends up at ``dst_i``, and a point at ``src_i`` maps to
@@ -318,8 +341,10 @@ def tps_warp(
         regularization: ``lambda >= 0`` added to the kernel diagonal (smoothing spline: the
             control points are then approximated, not interpolated). In the units of ``U``,
             so it depends on ``normalized``.
-        mode: ``grid_sample`` interpolation, ``"bilinear"``, ``"nearest"`` or ``"bicubic"``.
-        padding_mode: ``grid_sample`` padding, ``"border"``, ``"zeros"`` or ``"reflection"``.
+        interpolation: ``grid_sample``'s ``mode``: ``"bilinear"``, ``"nearest"`` or
+            ``"bicubic"``.
+        padding: ``grid_sample``'s ``padding_mode``: ``"border"``, ``"zeros"`` or
+            ``"reflection"``.
         inverse: ``"newton"`` (default): the exact inverse of ``g``. ``"fit"``: the forward
             spline ``f`` only, the cheap shortcut of kornia-style code, exact at the control
             points but not elsewhere: on a 64x64 image with a 5x5 grid and displacement std
@@ -333,13 +358,13 @@ def tps_warp(
             ``sqrt(eps)`` of the computation dtype (the final step then squares the error).
 
     Returns:
-        :class:`TPSWarp` ``(image, points)``: ``[B, C, H, W]`` warped images, ``[B, M, 2]``
+        :class:`TPSWarpResult` ``(image, points)``: ``[B, C, H, W]`` warped images, ``[B, M, 2]``
         warped points, each ``None`` when not given. Points come back in their dtype.
 
     Raises:
         TypeError: non-tensor or non-floating inputs; ``points``/``dst`` dtype unlike ``src``.
         ValueError: shapes (naming the argument, expected and received shapes), ``N < 3``,
-            different devices, unknown ``mode``/``padding_mode``/``inverse``, negative
+            different devices, unknown ``interpolation``/``padding``/``inverse``, negative
             ``regularization``, ``max_iter < 1``, neither ``image`` nor ``points`` given.
 
     Cost: ``O(B N^3)`` for the two ``(N+3)``-square solves, ``O(B H W N)`` for the image
@@ -351,7 +376,7 @@ def tps_warp(
     Example:
         >>> src, dst = random_tps(2, generator=torch.Generator().manual_seed(0))
         >>> image = torch.rand(2, 3, 32, 32)
-        >>> out = tps_warp(src, dst, image, points=src)
+        >>> out = tps_warp(src, dst, image=image, points=src)
         >>> out.image.shape, torch.allclose(out.points, dst, atol=1e-5)
         (torch.Size([2, 3, 32, 32]), True)
     """
@@ -388,10 +413,10 @@ def tps_warp(
             points.dim() == 3 and points.shape[0] == b and points.shape[-1] == 2,
         )
         check_same("src", src, "points", points)
-    if mode not in _MODES:
-        raise ValueError(f"`mode` must be one of {_MODES}, got {mode!r}")
-    if padding_mode not in _PADDING:
-        raise ValueError(f"`padding_mode` must be one of {_PADDING}, got {padding_mode!r}")
+    if interpolation not in _INTERPOLATIONS:
+        raise ValueError(f"`interpolation` must be one of {_INTERPOLATIONS}, got {interpolation!r}")
+    if padding not in _PADDINGS:
+        raise ValueError(f"`padding` must be one of {_PADDINGS}, got {padding!r}")
     if inverse not in _INVERSES:
         raise ValueError(f"`inverse` must be one of {_INVERSES}, got {inverse!r}")
     if isinstance(regularization, bool) or not isinstance(regularization, (int, float)):
@@ -414,15 +439,15 @@ def tps_warp(
     out_image = None
     if image is not None:
         h, w = image.shape[-2:]
-        grid = pixel_grid(h, w, normalized=normalized, device=src.device, dtype=ct).reshape(-1, 2)
+        grid = pixel_grid((h, w), normalized=normalized, device=src.device, dtype=ct).reshape(-1, 2)
         where = _apply_grid(g, d, grid)  # [B, H W, 2]
         if not normalized:
             where = normalize_points(where, (h, w))
         out_image = F.grid_sample(
             image,
             where.reshape(b, h, w, 2).to(image.dtype),
-            mode=mode,
-            padding_mode=padding_mode,
+            mode=interpolation,
+            padding_mode=padding,
             align_corners=True,
         )
 
@@ -435,7 +460,7 @@ def tps_warp(
         else:
             q = _inverse_points(g, d, f, s, p, max_iter, tol)
         out_points = q.to(points.dtype)
-    return TPSWarp(out_image, out_points)
+    return TPSWarpResult(out_image, out_points)
 
 
 def _check_controls(src, dst) -> None:
@@ -450,42 +475,43 @@ def _check_controls(src, dst) -> None:
 
 
 def random_tps(
-    batch: int,
+    batch_size: int,
     *,
     grid: int | tuple[int, int] = 5,
-    scale: float = 0.08,
+    noise_scale: float = 0.08,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> RandomTPSResult:
     r"""The thesis's random warp (§4.3.2.1): a regular grid of control points, each displaced
     by Gaussian noise.
 
     ``src`` is the ``rows x cols`` grid of ``[-1, 1]^2`` (corners included, normalised
-    coordinates), the same for every sample; ``dst = src + scale * n``, ``n ~ N(0, I)``.
+    coordinates), the same for every sample; ``dst = src + noise_scale * n``, ``n ~ N(0, I)``.
     Use with ``tps_warp(src, dst, ...)``; for pixel units convert both with
     :func:`torch_artic.denormalize_points` and pass ``normalized=False``.
 
     Args:
-        batch: number of warps ``B >= 1``.
+        batch_size: number of warps ``B >= 1``.
         grid: control points per side (``>= 2``; an int or ``(rows, cols)``, ``rows * cols
             >= 3``).
-        scale: standard deviation of the displacements (normalised units, ``>= 0``; 0.08 is
+        noise_scale: standard deviation of the displacements (normalised units, ``>= 0``; 0.08 is
             2.5 px on a 64-pixel image).
         generator: optional ``torch.Generator`` (on ``device``) for reproducibility.
         device, dtype: of the result (default: the generator's device or CPU; the default
             dtype).
 
     Returns:
-        ``(src, dst)``, each ``[B, rows * cols, 2]`` ``(x, y)``, row-major over the grid.
+        :class:`RandomTPSResult` ``(src, dst)``, each ``[B, rows * cols, 2]`` ``(x, y)``,
+        row-major over the grid.
 
     Example:
         >>> src, dst = random_tps(4, generator=torch.Generator().manual_seed(0))
         >>> src.shape, dst.shape
         (torch.Size([4, 25, 2]), torch.Size([4, 25, 2]))
     """
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"`batch` must be an int >= 1, got {batch!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an int >= 1, got {batch_size!r}")
     rows, cols = (
         (grid, grid)
         if isinstance(grid, int) and not isinstance(grid, bool)
@@ -493,24 +519,22 @@ def random_tps(
     )
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in (rows, cols)):
         raise ValueError(f"`grid` must be an int >= 2 or a pair (rows, cols) of them, got {grid!r}")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"`scale` must be a float >= 0, got {type(scale).__name__}")
-    if not 0.0 <= scale < float("inf"):
-        raise ValueError(f"`scale` must be a finite float >= 0, got {scale}")
+    if isinstance(noise_scale, bool) or not isinstance(noise_scale, (int, float)):
+        raise TypeError(f"`noise_scale` must be a float >= 0, got {type(noise_scale).__name__}")
+    if not 0.0 <= noise_scale < float("inf"):
+        raise ValueError(f"`noise_scale` must be a finite float >= 0, got {noise_scale}")
     if device is None and generator is not None:
         device = generator.device
     dtype = dtype or torch.get_default_dtype()
     ys = torch.linspace(-1.0, 1.0, rows, device=device, dtype=dtype)
     xs = torch.linspace(-1.0, 1.0, cols, device=device, dtype=dtype)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    src = torch.stack((gx, gy), dim=-1).reshape(1, rows * cols, 2).expand(batch, -1, -1)
-    noise = torch.randn(batch, rows * cols, 2, generator=generator, device=device, dtype=dtype)
-    return src.contiguous(), src + scale * noise
+    src = torch.stack((gx, gy), dim=-1).reshape(1, rows * cols, 2).expand(batch_size, -1, -1)
+    noise = torch.randn(batch_size, rows * cols, 2, generator=generator, device=device, dtype=dtype)
+    return RandomTPSResult(src.contiguous(), src + noise_scale * noise)
 
 
-def scale_tps(
-    src: torch.Tensor, dst: torch.Tensor, factor: float | torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def scale_tps(src: torch.Tensor, dst: torch.Tensor, factor: float | torch.Tensor) -> ScaleTPSResult:
     r"""Scale a warp's control-point displacements: ``(src, src + factor (dst - src))``.
 
     ``factor = 0`` is the identity, ``1`` the warp itself, ``0.5`` the "half warp" of the
@@ -524,7 +548,8 @@ def scale_tps(
             of shape ``[B, 1, 1]``; differentiable).
 
     Returns:
-        ``(src, dst')``, ``dst' = src + factor * (dst - src)``, each ``[B, N, 2]``.
+        :class:`ScaleTPSResult` ``(src, dst')``, ``dst' = src + factor * (dst - src)``,
+        each ``[B, N, 2]``.
 
     Example:
         >>> src, dst = random_tps(1)
@@ -537,4 +562,4 @@ def scale_tps(
         check_tensor(factor, "factor")
     elif isinstance(factor, bool) or not isinstance(factor, (int, float)):
         raise TypeError(f"`factor` must be a float or a tensor, got {type(factor).__name__}")
-    return src, src + factor * (dst - src)
+    return ScaleTPSResult(src, src + factor * (dst - src))

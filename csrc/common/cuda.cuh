@@ -1,10 +1,11 @@
-// Host-side helpers shared by the CUDA kernels of torch-artic (stable ABI only).
+// Host-side helpers shared by the CUDA kernels of torch-artic (stable ABI only): the
+// current stream, the launch check and the CUDA dtype dispatch.
 #pragma once
 
-#include "common/stable.h"
+#include "common/kernels.h"
+#include "common/math.h"
 
-#include <torch/headeronly/util/BFloat16.h>
-#include <torch/headeronly/util/Half.h>
+#include <torch/csrc/stable/accelerator.h>
 
 #include <cuda_runtime.h>
 
@@ -17,21 +18,24 @@ inline cudaStream_t current_stream(const Tensor& t) {
   return static_cast<cudaStream_t>(s);
 }
 
-inline void check_launch() {
+inline void check_launch(const char* op) {
   const cudaError_t err = cudaGetLastError();
-  STD_TORCH_CHECK(err == cudaSuccess, "torch_artic CUDA kernel launch failed: ",
-                  cudaGetErrorString(err));
+  TA_CHECK(err == cudaSuccess, op, "CUDA kernel launch failed: ", cudaGetErrorString(err));
 }
 
-// Calls f(T{}) for the floating dtype st (float, double, c10::Half, c10::BFloat16).
+// The floating dtypes the CUDA kernels compute in (float16/bfloat16 accumulate in float32).
+inline constexpr ScalarType kCudaFloating[] = {ScalarType::Float, ScalarType::Double,
+                                               ScalarType::Half, ScalarType::BFloat16};
+
+// Calls f(T{}) for T = float, double, c10::Half or c10::BFloat16.
 template <typename F>
-void dispatch_floating(ScalarType st, F&& f) {
+void dispatch_cuda_floating(const char* op, ScalarType st, F&& f) {
   switch (st) {
     case ScalarType::Float: f(float{}); break;
     case ScalarType::Double: f(double{}); break;
     case ScalarType::Half: f(c10::Half{}); break;
     case ScalarType::BFloat16: f(c10::BFloat16{}); break;
-    default: STD_TORCH_CHECK(false, "torch_artic: unsupported dtype");
+    default: detail::fail(op, "the CUDA kernel supports floating dtypes only, got ", dtype_name(st));
   }
 }
 

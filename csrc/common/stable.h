@@ -1,4 +1,5 @@
-// Shared, header-only helpers for torch-artic kernels on LibTorch's stable ABI.
+// Shared, header-only helpers for torch-artic kernels on LibTorch's stable ABI:
+// includes, the error macro and the argument checks every op's entry points call.
 //
 // Only stable headers are included here (torch/csrc/stable, torch/headeronly), so a
 // kernel file compiles in seconds and the binary loads into every torch >= the
@@ -8,11 +9,15 @@
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/core/Layout.h>
 #include <torch/headeronly/core/ScalarType.h>
-#include <torch/headeronly/util/Exception.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace torch_artic {
@@ -20,15 +25,102 @@ namespace torch_artic {
 using torch::stable::Tensor;
 using ScalarType = torch::headeronly::ScalarType;
 
-// Safety net only: the Python layer validates arguments (with errors that name them)
-// before calling an op; these checks keep a direct torch.ops call from reading out of
-// bounds.
-inline void check_float_contiguous(const Tensor& t, const char* name) {
-  STD_TORCH_CHECK(
-      t.scalar_type() == ScalarType::Float || t.scalar_type() == ScalarType::Double ||
-          t.scalar_type() == ScalarType::Half || t.scalar_type() == ScalarType::BFloat16,
-      name, " must be a floating tensor");
-  STD_TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+// ---------------------------------------------------------------- errors
+// TA_CHECK(cond, op, message parts...) throws "torch_artic::<op>: <message>" (a
+// RuntimeError in Python). Unlike STD_TORCH_CHECK it never embeds the source path of
+// the machine that built the binary.
+namespace detail {
+template <typename... Args>
+[[noreturn]] void fail(const char* op, const Args&... args) {
+  std::ostringstream oss;
+  oss << "torch_artic::" << op << ": ";
+  ((oss << args), ...);
+  throw std::runtime_error(oss.str());
+}
+}  // namespace detail
+
+#define TA_CHECK(cond, op, ...)                                   \
+  do {                                                            \
+    if (!(cond)) ::torch_artic::detail::fail((op), __VA_ARGS__); \
+  } while (0)
+
+// ---------------------------------------------------------------- descriptions
+inline std::string shape_str(const Tensor& t) {
+  std::ostringstream oss;
+  oss << "[";
+  for (int64_t d = 0; d < t.dim(); ++d) oss << (d ? ", " : "") << t.size(d);
+  oss << "]";
+  return oss.str();
+}
+
+// The Python name of a dtype ("float32"), as torch prints it.
+inline const char* dtype_name(ScalarType st) {
+  switch (st) {
+    case ScalarType::Float: return "float32";
+    case ScalarType::Double: return "float64";
+    case ScalarType::Half: return "float16";
+    case ScalarType::BFloat16: return "bfloat16";
+    case ScalarType::Long: return "int64";
+    case ScalarType::Int: return "int32";
+    case ScalarType::Bool: return "bool";
+    default: return "another dtype";
+  }
+}
+
+inline std::string device_str(const Tensor& t) {
+  const auto d = t.device();
+  std::ostringstream oss;
+  switch (d.type()) {
+    case torch::headeronly::DeviceType::CPU: oss << "cpu"; break;
+    case torch::headeronly::DeviceType::CUDA: oss << "cuda:" << static_cast<int>(d.index()); break;
+    case torch::headeronly::DeviceType::Meta: oss << "meta"; break;
+    default: oss << "device type " << static_cast<int>(d.type()); break;
+  }
+  return oss.str();
+}
+
+// ---------------------------------------------------------------- argument checks
+// The Python wrappers validate first (with ValueError/TypeError naming the argument);
+// these checks make a direct torch.ops.torch_artic call safe as well: every tensor an
+// entry point reads must pass one of them, on every backend.
+
+// `t` is a dense, contiguous tensor on the device of `ref` and of dtype `dtype`.
+inline void check_tensor_arg(const char* op, const Tensor& t, const char* name, const Tensor& ref,
+                             const char* ref_name, ScalarType dtype) {
+  TA_CHECK(t.layout() == torch::headeronly::Layout::Strided, op, "`", name,
+           "` must be a dense (strided) tensor");
+  TA_CHECK(t.device() == ref.device(), op, "`", name, "` must be on the device of `", ref_name,
+           "` (", device_str(ref), "), got ", device_str(t));
+  TA_CHECK(t.scalar_type() == dtype, op, "`", name, "` must have dtype ", dtype_name(dtype),
+           ", got ", dtype_name(t.scalar_type()));
+  TA_CHECK(t.is_contiguous(), op, "`", name, "` must be contiguous");
+}
+
+// The sizes of `t` must equal `expected` (-1: any size); `what` names the dims.
+inline void check_sizes(const char* op, const Tensor& t, const char* name,
+                        std::initializer_list<int64_t> expected, const char* what) {
+  bool ok = t.dim() == static_cast<int64_t>(expected.size());
+  int64_t d = 0;
+  for (int64_t e : expected) {
+    if (ok && e >= 0 && t.size(d) != e) ok = false;
+    ++d;
+  }
+  if (!ok) {
+    std::ostringstream want;
+    want << "[";
+    d = 0;
+    for (int64_t e : expected) {
+      want << (d++ ? ", " : "");
+      if (e >= 0) {
+        want << e;
+      } else {
+        want << "*";
+      }
+    }
+    want << "]";
+    detail::fail(op, "`", name, "` must have shape ", what, " = ", want.str(), ", got ",
+                 shape_str(t));
+  }
 }
 
 inline std::vector<int64_t> shape_of(const Tensor& t) {

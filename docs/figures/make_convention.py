@@ -23,7 +23,7 @@ H, W = 5, 7
 
 
 def main() -> None:
-    xs_n, ys_n = pixel_coordinates(H, W)  # normalised centres, from the library itself
+    xs_n, ys_n = pixel_coordinates((H, W))  # normalised centres, from the library itself
     fig, ax = plt.subplots(figsize=(8.4, 6.2), dpi=90)
     for r in range(H):
         for c in range(W):

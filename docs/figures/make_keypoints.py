@@ -49,19 +49,20 @@ def main() -> None:
     ax.imshow(heat, cmap="magma")
     colors = {20.0: "#9ad0f5", 1.0: "#2ecc71", 0.4: "#f1c40f", 0.02: "#ffffff"}
     for t, col in colors.items():
-        m = soft_argmax2d(heat, t, normalized=False)
+        m = soft_argmax2d(heat, temperature=t, normalized=False)
         ax.plot(*m.tolist(), "o", ms=7, mec="k", mfc=col, label=f"T = {t:g}")
     r, c = divmod(int(heat.flatten().argmax()), W)
     ax.plot(c, r, "x", ms=9, mew=2, color="#e74c3c", label="arg-max")
     ax.legend(fontsize=7, loc="lower right", framealpha=0.85)
     ax.set_title(
-        "soft_argmax2d(h, T): T -> 0 is the arg-max;\nlarge T drifts to the centre", fontsize=9
+        "soft_argmax2d(h, temperature=T): T -> 0 is the arg-max;\nlarge T drifts to the centre",
+        fontsize=9,
     )
 
     ax = axes[1]
     t = 0.4
     p = torch.softmax(heat.flatten() / t, 0).view(H, W)
-    mean, cov = soft_argmax2d(heat, t, normalized=False, return_covariance=True)
+    mean, cov = soft_argmax2d(heat, temperature=t, normalized=False, return_covariance=True)
     ax.imshow(p, cmap="viridis")
     ax.plot(*mean.tolist(), "o", ms=6, mec="k", mfc="#f1c40f")
     _ellipse(ax, mean, cov, "#ffffff")
@@ -77,7 +78,7 @@ def main() -> None:
 
     ax = axes[3]
     hn = heat / heat.max()
-    pts = soft_argmax2d(heat, t)  # normalised, as concentration_loss expects by default
+    pts = soft_argmax2d(heat, temperature=t)  # normalised, as concentration_loss expects by default
     loss = concentration_loss(hn, SIGMA, points=pts).item()
     resid = (hn - gaussian_heatmaps(pts, (H, W), SIGMA)) ** 2
     ax.imshow(resid, cmap="Greys")

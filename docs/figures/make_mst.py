@@ -27,9 +27,11 @@ def main() -> None:
     k = 9
     pts = torch.rand(k, 2, generator=g, dtype=torch.float64)
     w = torch.cdist(pts, pts)  # edge weight = Euclidean distance
-    panels = [("exact MST (mode='hard')", dmst(w, mode="hard"))]
+    panels = [("exact MST (mode='hard')", dmst(w, relaxation="hard"))]
     for t in (1.0, 0.1, 0.01):
-        panels.append((f"soft marginals, temperature={t:g}", dmst(w, mode="soft", temperature=t)))
+        panels.append(
+            (f"soft marginals, temperature={t:g}", dmst(w, relaxation="soft", temperature=t))
+        )
 
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
     iu, ju = torch.triu_indices(k, k, 1)

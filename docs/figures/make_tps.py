@@ -27,22 +27,23 @@ SIZE = 96
 
 def main() -> None:
     gen = torch.Generator().manual_seed(3)
-    src, dst = random_tps(1, grid=5, scale=0.08, generator=gen)
+    src, dst = random_tps(1, grid=5, noise_scale=0.08, generator=gen)
     # dots on a 7x7 lattice, one channel each (so each can be located), plus a checkerboard
     ticks = torch.linspace(-0.75, 0.75, 7)
     gy, gx = torch.meshgrid(ticks, ticks, indexing="ij")
     p = torch.stack((gx, gy), -1).reshape(1, -1, 2)
     p_px = denormalize_points(p, SIZE)
-    grid_px = pixel_grid(SIZE, SIZE, normalized=False)
+    grid_px = pixel_grid((SIZE, SIZE), normalized=False)
     d2 = ((grid_px[None, None] - p_px[:, :, None, None]) ** 2).sum(-1)
     dots = torch.exp(-d2 / (2 * 1.5**2))
-    g = pixel_grid(SIZE, SIZE)
+    g = pixel_grid((SIZE, SIZE))
     checker = (((g[..., 0] * 4).floor() + (g[..., 1] * 4).floor()) % 2)[None, None] * 0.25
     image = torch.cat((checker, dots), dim=1)
 
-    out = tps_warp(src, dst, image, p)
+    out = tps_warp(src, dst, image=image, points=p)
     fit = tps_warp(src, dst, points=p, inverse="fit").points
-    found = soft_argmax2d(torch.log(out.image[:, 1:].clamp_min(1e-30)), 0.25, normalized=False)
+    heat = torch.log(out.image[:, 1:].clamp_min(1e-30))
+    found = soft_argmax2d(heat, temperature=0.25, normalized=False)
     newton_px = denormalize_points(out.points, SIZE)[0]
     fit_px = denormalize_points(fit, SIZE)[0]
     err_newton = (found[0] - newton_px).norm(dim=-1)

@@ -1,25 +1,17 @@
-// mst_prim: exact minimum spanning trees of a batch of dense graphs (CPU).
-//
-// Prim's algorithm, O(K^2) per graph, graphs in parallel on torch's thread pool.
-// Edges are compared by the key (w_ij, min(i, j) * K + max(i, j)): a strict total
-// order, so the tree is unique (the one Kruskal's algorithm returns scanning edges by
-// weight, then row-major) and identical to the pure-torch Prim in torch_artic/mst.py.
-// The diagonal is never read. Graphs with NaN weights get some valid tree (the Python
-// side turns their output into NaN). Each graph is handled by one thread: results do
-// not depend on the thread count. No CUDA kernel: on GPU the batched torch version runs.
-#include "common/stable.h"
+// CPU kernel of mst_prim (see the header): graphs in parallel on torch's thread pool,
+// each graph handled by one thread, so results do not depend on the thread count. No
+// CUDA kernel: on GPU the batched torch Prim of torch_artic/mst.py runs.
+#include "mst/mst.h"
 
+#include "common/kernels.h"
+
+#include <algorithm>
 #include <tuple>
+#include <vector>
 
 namespace torch_artic {
+namespace mst {
 namespace {
-
-// Lexicographic "a < b" on (weight, code) keys, written with selects only (no
-// data-dependent branches: the comparisons are unpredictable).
-template <typename T>
-inline bool key_less(T wa, int64_t ca, T wb, int64_t cb) {
-  return (wa < wb) | ((wa == wb) & (ca < cb));
-}
 
 template <typename T>
 void prim_graphs(const T* w, int64_t N, int64_t K, int64_t* parent, int64_t* order) {
@@ -38,7 +30,7 @@ void prim_graphs(const T* w, int64_t N, int64_t K, int64_t* parent, int64_t* ord
       for (int64_t r = 0; r < rem; ++r) {
         node[r] = r + 1;
         best[r] = s[r + 1];  // row 0
-        code[r] = r + 1;     // pair (0, v): 0 * K + v
+        code[r] = pair_code(0, r + 1, K);
         bpar[r] = 0;
       }
       par[0] = 0;
@@ -65,7 +57,7 @@ void prim_graphs(const T* w, int64_t N, int64_t K, int64_t* parent, int64_t* ord
         for (int64_t r = 0; r < rem; ++r) {
           const int64_t u = node[r];
           const T c = row[u];
-          const int64_t cc = sel < u ? sel * K + u : u * K + sel;
+          const int64_t cc = pair_code(sel, u, K);
           const bool lt = key_less(c, cc, best[r], code[r]);
           best[r] = lt ? c : best[r];
           code[r] = lt ? cc : code[r];
@@ -76,33 +68,26 @@ void prim_graphs(const T* w, int64_t N, int64_t K, int64_t* parent, int64_t* ord
   });
 }
 
-std::tuple<Tensor, Tensor> mst_prim_cpu(const Tensor& weights) {
-  STD_TORCH_CHECK(weights.dim() == 3 && weights.size(1) == weights.size(2),
-                  "weights must be [N, K, K]");
-  STD_TORCH_CHECK(weights.is_contiguous(), "weights must be contiguous");
-  const int64_t N = weights.size(0), K = weights.size(1);
-  Tensor parent = torch::stable::new_empty(weights, {N, K}, ScalarType::Long);
-  Tensor order = torch::stable::new_empty(weights, {N, K}, ScalarType::Long);
+std::tuple<Tensor, Tensor> mst_prim_cpu(const Tensor& costs) {
+  check_args(costs);
+  const int64_t N = costs.size(0), K = costs.size(1);
+  Tensor parent = torch::stable::new_empty(costs, {N, K}, ScalarType::Long);
+  Tensor order = torch::stable::new_empty(costs, {N, K}, ScalarType::Long);
   if (N == 0 || K == 0) return {parent, order};
   int64_t* p = parent.mutable_data_ptr<int64_t>();
   int64_t* o = order.mutable_data_ptr<int64_t>();
-  if (weights.scalar_type() == ScalarType::Double) {
-    prim_graphs<double>(weights.const_data_ptr<double>(), N, K, p, o);
-  } else {
-    STD_TORCH_CHECK(weights.scalar_type() == ScalarType::Float,
-                    "mst_prim supports float32 and float64");
-    prim_graphs<float>(weights.const_data_ptr<float>(), N, K, p, o);
-  }
+  dispatch_cpu_floating(kOp, costs.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    prim_graphs<T>(costs.const_data_ptr<T>(), N, K, p, o);
+  });
   return {parent, order};
 }
 
 }  // namespace
+}  // namespace mst
 }  // namespace torch_artic
 
-STABLE_TORCH_LIBRARY_FRAGMENT(torch_artic, m) {
-  m.def("mst_prim(Tensor weights) -> (Tensor parent, Tensor order)");
-}
-
 STABLE_TORCH_LIBRARY_IMPL(torch_artic, CPU, m) {
-  m.impl("mst_prim", TORCH_BOX(&torch_artic::mst_prim_cpu));
+  using namespace torch_artic;
+  TA_IMPL(m, "cpu", kCpuFloating, mst::kOp, &mst::mst_prim_cpu);
 }

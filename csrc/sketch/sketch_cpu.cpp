@@ -1,0 +1,437 @@
+// CPU kernels of sketch_render: task split, memory layout and loops; every formula is
+// the header's, shared with the CUDA kernels.
+//
+// Forward: tasks are (sample, block of kRowBlock rows); a task visits the sample's
+// lines in order, skips those with strength 0, and for every row its line may touch it
+// evaluates only the columns of the row's cut through the line's cutoff capsule
+// (computed analytically, then confirmed per pixel by the exact test d2 < (R s)^2).
+// Each output pixel is therefore accumulated by one thread, in line order.
+//
+// Backward: (1) the same per-pixel pass recomputes each pixel's composite state and
+// folds in the incoming gradient (a per-pixel coefficient, plus for soft_or the
+// smallest factor and for soft_or/max a line index); (2) tasks (sample, line) revisit
+// the line's capsule and sum its gradient contributions (points, strength, sigma,
+// colours) in float64; (3) each sample gathers its lines' sums into its keypoints in
+// line order, and gradients of shared inputs are summed over the samples in order.
+// Nothing of size [B, E, H, W] exists; the extra memory is two or three [B, C, H, W]
+// buffers. The task split depends only on the shapes, so results are bit-identical run
+// to run and for any thread count.
+//
+// Inner loops run over the columns of one row on flat buffers, branch-free
+// (`#pragma omp simd`).
+#include "sketch/sketch.h"
+
+#include "common/kernels.h"
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+namespace torch_artic {
+namespace sketch {
+namespace {
+
+constexpr int64_t kRowBlock = 16;
+
+// Problems this small run on the calling thread: waking the pool would cost more than
+// the work (and much more when the machine is oversubscribed).
+constexpr int64_t kSerialPixels = int64_t(1) << 16;
+
+// grain size for parallel_for over n tasks: all of them (serial) for small problems
+template <typename T>
+int64_t grain_for(int64_t n, const Args<T>& a) {
+  const bool small = a.B * a.C * a.H * a.W < kSerialPixels && a.B * a.E < 4096;
+  return small ? std::max<int64_t>(n, 1) : 1;
+}
+
+// The CPU's view of the arguments: the shared Args plus a table of each line's ends.
+template <typename T>
+struct Lines {
+  Args<T> a;
+  std::vector<int32_t> ei, ej;
+
+  explicit Lines(const Args<T>& args) : a(args) {
+    ei.resize(static_cast<size_t>(a.E));
+    ej.resize(static_cast<size_t>(a.E));
+    for (int64_t e = 0; e < a.E; ++e) {
+      int64_t i, j;
+      edge_ij(e, a.K, &i, &j);
+      ei[e] = static_cast<int32_t>(i);
+      ej[e] = static_cast<int32_t>(j);
+    }
+  }
+  EdgeP<T> edge(int64_t b, int64_t e) const { return a.edge(b, e, ei[e], ej[e]); }
+  Capsule capsule(int64_t b, int64_t e) const { return a.capsule(b, e, ei[e], ej[e]); }
+};
+
+// Intensity I and clamped t of one line along the columns [x0, x0 + n) of row y.
+template <typename T>
+inline void intensity_row(const EdgeP<T>& E, int64_t y, int64_t x0, int64_t n, T* I, T* t) {
+  const T apy = static_cast<T>(y) - E.ay;
+  // int32 column indices: their conversion to floating point vectorises (int64's not)
+  const int32_t xs = static_cast<int32_t>(x0), nn = static_cast<int32_t>(n);
+#pragma omp simd
+  for (int32_t i = 0; i < nn; ++i) {
+    const PixelGeo<T> g = pixel_geometry(E, static_cast<T>(xs + i) - E.ax, apy);
+    const T ex = pixel_falloff(E, g);
+    I[i] = g.inside ? E.w * ex : T(0);
+    t[i] = g.t;
+  }
+}
+
+// The per-pixel pass over rows [y0, y1) of sample b. PRE = false: the forward (S = the
+// output [C, H, W] of sample b). PRE = true: the backward's state pass: S = per-pixel
+// coefficient, F = soft_or's smallest factor, idx = soft_or's smallest-factor line /
+// max's argmax line; g = the incoming gradient of sample b.
+template <typename T, int MODE, bool PRE>
+void raster_block(const Lines<T>& L, int64_t b, int64_t y0, int64_t y1, T* S, T* F,
+                  int32_t* idx, const T* g, T* Ib, T* tb) {
+  const Args<T>& a = L.a;
+  const int64_t C = a.C, H = a.H, W = a.W;
+  constexpr bool kF = PRE && MODE == kSoftOr;
+  constexpr bool kId = PRE && MODE != kSumClamp;
+  for (int64_t k = 0; k < C; ++k) {
+    for (int64_t y = y0; y < y1; ++y) {
+      const int64_t o = (k * H + y) * W;
+      std::fill(S + o, S + o + W, composite_init<MODE, T>());
+      if (kF) std::fill(F + o, F + o + W, T(1));
+      if (kId) std::fill(idx + o, idx + o + W, int32_t(-1));
+    }
+  }
+  for (int64_t e = 0; e < a.E; ++e) {
+    if (a.strength(b, e) == T(0)) continue;
+    const Capsule cap = L.capsule(b, e);
+    int64_t ry0, ry1;
+    capsule_rows(cap, y0, y1, &ry0, &ry1);
+    if (ry1 <= ry0) continue;
+    const EdgeP<T> E = L.edge(b, e);
+    const T* ci = a.c ? a.color(b, L.ei[e]) : nullptr;
+    const T* cj = a.c ? a.color(b, L.ej[e]) : nullptr;
+    const int32_t ie = static_cast<int32_t>(e);
+    for (int64_t y = ry0; y < ry1; ++y) {
+      int64_t x0, x1;
+      capsule_span(cap, static_cast<double>(y), W, &x0, &x1);
+      const int64_t n = x1 - x0;
+      if (n <= 0) continue;
+      intensity_row(E, y, x0, n, Ib, tb);
+      for (int64_t k = 0; k < C; ++k) {
+        const T c0 = ci ? ci[k] : T(1);
+        const T dc = ci ? cj[k] - ci[k] : T(0);
+        const int64_t o = (k * H + y) * W + x0;
+        T* s = S + o;
+        T* f = kF ? F + o : nullptr;
+        int32_t* id = kId ? idx + o : nullptr;
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) {
+          T fm = kF ? f[i] : T(1);
+          int32_t iv = kId ? id[i] : -1;
+          composite_add<MODE, PRE>(s[i], fm, iv, Ib[i] * line_color(c0, dc, tb[i]), ie);
+          if (kF) f[i] = fm;
+          if (kId) id[i] = iv;
+        }
+      }
+    }
+  }
+  for (int64_t k = 0; k < C; ++k) {
+    for (int64_t y = y0; y < y1; ++y) {
+      const int64_t o = (k * H + y) * W;
+      T* s = S + o;
+      if (PRE) {
+        const T* gg = g + o;
+#pragma omp simd
+        for (int64_t x = 0; x < W; ++x) s[x] = composite_coef<MODE>(s[x], gg[x]);
+      } else {
+#pragma omp simd
+        for (int64_t x = 0; x < W; ++x) s[x] = composite_out<MODE>(s[x]);
+      }
+    }
+  }
+}
+
+// The gradient sums of line e of sample b: acc[kAccFixed + 2 C] (see the header).
+template <typename T, int MODE>
+void edge_grad(const Lines<T>& L, int64_t b, int64_t e, const T* S, const T* F,
+               const int32_t* idx, bool need_w, double* acc, T* buf) {
+  const Args<T>& a = L.a;
+  const int64_t C = a.C, H = a.H, W = a.W;
+  std::fill(acc, acc + kAccFixed + 2 * C, 0.0);
+  // A zero-strength line has zero intensity: only its strength can have a gradient, and
+  // under max (where it never wins) not even that.
+  if (a.strength(b, e) == T(0) && !(need_w && MODE != kMax)) return;
+  const Capsule cap = L.capsule(b, e);
+  int64_t ry0, ry1;
+  capsule_rows(cap, 0, H, &ry0, &ry1);
+  if (ry1 <= ry0) return;
+  const EdgeP<T> E = L.edge(b, e);
+  const T* ci = a.c ? a.color(b, L.ei[e]) : nullptr;
+  const T* cj = a.c ? a.color(b, L.ej[e]) : nullptr;
+  const int32_t ie = static_cast<int32_t>(e);
+  // per-row buffers: t, qx, qy, d2, falloff (0 outside), I, interior, gI, gt
+  T* tb = buf;
+  T* qxb = buf + W;
+  T* qyb = buf + 2 * W;
+  T* d2b = buf + 3 * W;
+  T* eb = buf + 4 * W;
+  T* Ib = buf + 5 * W;
+  T* inb = buf + 6 * W;
+  T* gIb = buf + 7 * W;
+  T* gtb = buf + 8 * W;
+  GradTerms<double> sum{};
+  double* gci = acc + kAccFixed;
+  double* gcj = acc + kAccFixed + C;
+  for (int64_t y = ry0; y < ry1; ++y) {
+    int64_t x0, x1;
+    capsule_span(cap, static_cast<double>(y), W, &x0, &x1);
+    const int64_t n = x1 - x0;
+    if (n <= 0) continue;
+    const T apy = static_cast<T>(y) - E.ay;
+    const int32_t xs = static_cast<int32_t>(x0), nn = static_cast<int32_t>(n);
+#pragma omp simd
+    for (int32_t i = 0; i < nn; ++i) {
+      const PixelGeo<T> g = pixel_geometry(E, static_cast<T>(xs + i) - E.ax, apy);
+      const T ex = g.inside ? pixel_falloff(E, g) : T(0);
+      tb[i] = g.t;
+      qxb[i] = g.qx;
+      qyb[i] = g.qy;
+      d2b[i] = g.d2;
+      eb[i] = ex;
+      Ib[i] = E.w * ex;
+      inb[i] = g.interior ? T(1) : T(0);
+      gIb[i] = T(0);
+      gtb[i] = T(0);
+    }
+    for (int64_t k = 0; k < C; ++k) {
+      const T c0 = ci ? ci[k] : T(1);
+      const T dc = ci ? cj[k] - ci[k] : T(0);
+      const int64_t o = (k * H + y) * W + x0;
+      const T* s = S + o;
+      const T* f = MODE == kSoftOr ? F + o : nullptr;
+      const int32_t* id = MODE != kSumClamp ? idx + o : nullptr;
+      T rci = 0, rcj = 0;
+#pragma omp simd reduction(+ : rci, rcj)
+      for (int64_t i = 0; i < n; ++i) {
+        const T c = line_color(c0, dc, tb[i]);
+        const T gv = composite_grad<MODE>(s[i], MODE == kSoftOr ? f[i] : T(1),
+                                          MODE != kSumClamp ? id[i] : -1, ie, Ib[i] * c);
+        gIb[i] += gv * c;
+        const T gvI = gv * Ib[i];
+        gtb[i] += gvI * dc;
+        rci += gvI * (T(1) - tb[i]);
+        rcj += gvI * tb[i];
+      }
+      gci[k] += rci;
+      gcj[k] += rcj;
+    }
+    T raqx = 0, raqy = 0, rbqx = 0, rbqy = 0, rtqx = 0, rtqy = 0, rt1 = 0, rtt = 0, rw = 0,
+      rs = 0;
+#pragma omp simd reduction(+ : raqx, raqy, rbqx, rbqy, rtqx, rtqy, rt1, rtt, rw, rs)
+    for (int64_t i = 0; i < n; ++i) {
+      PixelGeo<T> g;
+      g.t = tb[i];
+      g.qx = qxb[i];
+      g.qy = qyb[i];
+      g.d2 = d2b[i];
+      g.interior = inb[i] != T(0);
+      const GradTerms<T> q = pixel_grad_terms(g, Ib[i], eb[i], gIb[i], gtb[i]);
+      raqx += q.aqx;
+      raqy += q.aqy;
+      rbqx += q.bqx;
+      rbqy += q.bqy;
+      rtqx += q.tqx;
+      rtqy += q.tqy;
+      rt1 += q.t1;
+      rtt += q.tt;
+      rw += q.w;
+      rs += q.s;
+    }
+    // (float64 across rows)
+    sum.aqx += raqx;
+    sum.aqy += raqy;
+    sum.bqx += rbqx;
+    sum.bqy += rbqy;
+    sum.tqx += rtqx;
+    sum.tqy += rtqy;
+    sum.t1 += rt1;
+    sum.tt += rtt;
+    sum.w += rw;
+    sum.s += rs;
+  }
+  finish_edge_grad(E, sum, acc);
+}
+
+template <typename T, int MODE>
+void forward_impl(const Lines<T>& L, T* out) {
+  const Args<T>& a = L.a;
+  const int64_t nb = (a.H + kRowBlock - 1) / kRowBlock;
+  const int64_t plane = a.C * a.H * a.W;
+  torch::stable::parallel_for(0, a.B * nb, grain_for(a.B * nb, a),
+                              [&](int64_t begin, int64_t end) {
+    std::vector<T> buf(static_cast<size_t>(2 * a.W));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / nb, blk = task % nb;
+      const int64_t y0 = blk * kRowBlock, y1 = std::min(a.H, y0 + kRowBlock);
+      raster_block<T, MODE, false>(L, b, y0, y1, out + b * plane, nullptr, nullptr, nullptr,
+                                   buf.data(), buf.data() + a.W);
+    }
+  });
+}
+
+struct Needs {
+  bool strength, sigma, colors;
+};
+
+template <typename T, int MODE>
+void backward_impl(const Lines<T>& L, const T* g, Needs need, T* gp, T* gw, T* gs, T* gc) {
+  const Args<T>& a = L.a;
+  const int64_t B = a.B, E = a.E, C = a.C, H = a.H, W = a.W, K = a.K;
+  const int64_t plane = C * H * W;
+  const size_t total = static_cast<size_t>(B * plane);
+  std::vector<T> S(total);
+  std::vector<T> F(MODE == kSoftOr ? total : 0);
+  std::vector<int32_t> idx(MODE != kSumClamp ? total : 0);
+  const int64_t nb = (H + kRowBlock - 1) / kRowBlock;
+  torch::stable::parallel_for(0, B * nb, grain_for(B * nb, a),
+                              [&](int64_t begin, int64_t end) {
+    std::vector<T> buf(static_cast<size_t>(2 * W));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / nb, blk = task % nb;
+      const int64_t y0 = blk * kRowBlock, y1 = std::min(H, y0 + kRowBlock);
+      raster_block<T, MODE, true>(L, b, y0, y1, S.data() + b * plane,
+                                  MODE == kSoftOr ? F.data() + b * plane : nullptr,
+                                  MODE != kSumClamp ? idx.data() + b * plane : nullptr,
+                                  g + b * plane, buf.data(), buf.data() + W);
+    }
+  });
+  const int64_t P = kAccFixed + 2 * C;
+  std::vector<double> acc(static_cast<size_t>(B * E * P));
+  torch::stable::parallel_for(0, B * E, grain_for(B * E, a),
+                              [&](int64_t begin, int64_t end) {
+    std::vector<T> buf(static_cast<size_t>(9 * W));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / E, e = task % E;
+      edge_grad<T, MODE>(L, b, e, S.data() + b * plane,
+                         MODE == kSoftOr ? F.data() + b * plane : nullptr,
+                         MODE != kSumClamp ? idx.data() + b * plane : nullptr, need.strength,
+                         acc.data() + task * P, buf.data());
+    }
+  });
+  // Per-sample gathers: points always; strength, sigma and colours when batched.
+  const bool cb = a.c_b;
+  torch::stable::parallel_for(0, B, grain_for(B, a), [&](int64_t begin, int64_t end) {
+    std::vector<double> sp(static_cast<size_t>(K * 2)), sc(static_cast<size_t>(K * C));
+    for (int64_t b = begin; b < end; ++b) {
+      std::fill(sp.begin(), sp.end(), 0.0);
+      std::fill(sc.begin(), sc.end(), 0.0);
+      for (int64_t e = 0; e < E; ++e) {
+        const double* r = acc.data() + (b * E + e) * P;
+        const int64_t i = L.ei[e], j = L.ej[e];
+        sp[2 * i] += r[0];
+        sp[2 * i + 1] += r[1];
+        sp[2 * j] += r[2];
+        sp[2 * j + 1] += r[3];
+        if (need.strength && a.w_b) gw[b * E + e] = static_cast<T>(r[4]);
+        if (need.sigma && a.s_b) gs[b * E + e] = static_cast<T>(r[5]);
+        if (need.colors) {
+          for (int64_t k = 0; k < C; ++k) {
+            sc[i * C + k] += r[kAccFixed + k];
+            sc[j * C + k] += r[kAccFixed + C + k];
+          }
+        }
+      }
+      for (int64_t q = 0; q < K * 2; ++q) gp[b * K * 2 + q] = static_cast<T>(sp[q]);
+      if (need.colors && cb)
+        for (int64_t q = 0; q < K * C; ++q) gc[b * K * C + q] = static_cast<T>(sc[q]);
+    }
+  });
+  // Shared inputs: their gradient is the sum over the samples, in sample order.
+  if ((need.strength && !a.w_b) || (need.sigma && !a.s_b)) {
+    for (int64_t e = 0; e < E; ++e) {
+      double sw = 0.0, ss = 0.0;
+      for (int64_t b = 0; b < B; ++b) {
+        sw += acc[(b * E + e) * P + 4];
+        ss += acc[(b * E + e) * P + 5];
+      }
+      if (need.strength && !a.w_b) gw[e] = static_cast<T>(sw);
+      if (need.sigma && !a.s_b) gs[e] = static_cast<T>(ss);
+    }
+  }
+  if (need.colors && !cb) {
+    std::vector<double> sc(static_cast<size_t>(K * C), 0.0);
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t e = 0; e < E; ++e) {
+        const double* r = acc.data() + (b * E + e) * P;
+        const int64_t i = L.ei[e], j = L.ej[e];
+        for (int64_t k = 0; k < C; ++k) {
+          sc[i * C + k] += r[kAccFixed + k];
+          sc[j * C + k] += r[kAccFixed + C + k];
+        }
+      }
+    }
+    for (int64_t q = 0; q < K * C; ++q) gc[q] = static_cast<T>(sc[q]);
+  }
+}
+
+Tensor sketch_render_forward_cpu(const Tensor& points, const Tensor& strength,
+                                 const Tensor& sigma, const std::optional<Tensor>& colors,
+                                 int64_t height, int64_t width, std::string composite,
+                                 double cutoff) {
+  const Composite mode =
+      check_args(kOp, points, strength, sigma, colors, height, width, composite, cutoff);
+  const int64_t B = points.size(0);
+  const int64_t C = colors.has_value() ? colors->size(2) : 1;
+  Tensor out = torch::stable::new_empty(points, {B, C, height, width});
+  if (B == 0) return out;
+  dispatch_cpu_floating(kOp, points.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    const Lines<T> L(make_args<T>(points, strength, sigma, colors, height, width, cutoff));
+    dispatch_composite(mode, [&](auto m) {
+      forward_impl<T, decltype(m)::value>(L, out.mutable_data_ptr<T>());
+    });
+  });
+  return out;
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> sketch_render_backward_cpu(
+    const Tensor& grad, const Tensor& points, const Tensor& strength, const Tensor& sigma,
+    const std::optional<Tensor>& colors, int64_t height, int64_t width, std::string composite,
+    double cutoff, bool need_strength, bool need_sigma, bool need_colors) {
+  const Composite mode =
+      check_args(kBackwardOp, points, strength, sigma, colors, height, width, composite, cutoff);
+  check_grad(grad, points, colors, height, width);
+  const int64_t B = points.size(0), K = points.size(1);
+  need_colors = need_colors && colors.has_value();
+  // Each gradient has the shape of its input (or [0] when not needed).
+  Tensor gp = torch::stable::new_empty(points, {B, K, 2});
+  Tensor gw = torch::stable::new_empty(points, need_strength ? shape_of(strength)
+                                                             : std::vector<int64_t>{0});
+  Tensor gs = torch::stable::new_empty(points, need_sigma ? shape_of(sigma)
+                                                          : std::vector<int64_t>{0});
+  Tensor gc = torch::stable::new_empty(points, need_colors ? shape_of(*colors)
+                                                           : std::vector<int64_t>{0});
+  if (B == 0) {
+    for (Tensor* t : {&gw, &gs, &gc}) torch::stable::zero_(*t);
+    return {gp, gw, gs, gc};
+  }
+  dispatch_cpu_floating(kBackwardOp, points.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    const Lines<T> L(make_args<T>(points, strength, sigma, colors, height, width, cutoff));
+    dispatch_composite(mode, [&](auto m) {
+      backward_impl<T, decltype(m)::value>(
+          L, grad.const_data_ptr<T>(), Needs{need_strength, need_sigma, need_colors},
+          gp.mutable_data_ptr<T>(), need_strength ? gw.mutable_data_ptr<T>() : nullptr,
+          need_sigma ? gs.mutable_data_ptr<T>() : nullptr,
+          need_colors ? gc.mutable_data_ptr<T>() : nullptr);
+    });
+  });
+  return {gp, gw, gs, gc};
+}
+
+}  // namespace
+}  // namespace sketch
+}  // namespace torch_artic
+
+STABLE_TORCH_LIBRARY_IMPL(torch_artic, CPU, m) {
+  using namespace torch_artic;
+  TA_IMPL(m, "cpu", kCpuFloating, sketch::kOp, &sketch::sketch_render_forward_cpu);
+  TA_IMPL(m, "cpu", kCpuFloating, sketch::kBackwardOp, &sketch::sketch_render_backward_cpu);
+}
