@@ -1,7 +1,9 @@
 """Benchmark: ``sketch_render`` (native kernels) against the formulations a user could write.
 
 Implementations, each forward + backward (gradients w.r.t. the points; ``+w`` cases also
-w.r.t. the line weights), composite ``sum_clamp``:
+w.r.t. the line weights), composite ``sum_clamp``; the ``max`` cases draw every pair of
+keypoints with a learnable weight (a learned-graph renderer) and keep the per-pixel
+maximum:
 
 - ``native``: :func:`torch_artic.sketch_render` (C++ / CUDA kernels);
 - ``reference``: the library's pure-torch fallback (chunked over edges, checkpointed);
@@ -82,13 +84,17 @@ def _params(*ts):
     return [t for t in ts if t.requires_grad]
 
 
-def ours(b, k, size, device, wgrad, backend="auto"):
-    from torch_artic.sketch import _sketch_render
+def ours(b, k, size, device, wgrad, composite="sum_clamp", sigma=SIGMA, reference=False):
+    from torch_artic import force_reference, sketch_render
 
-    pts, adj, *_ = _inputs(b, k, size, device, wgrad)
+    if composite == "max":
+        pts, adj, *_ = _all_pairs(b, k, size, device)
+    else:
+        pts, adj, *_ = _inputs(b, k, size, device, wgrad)
 
     def step():
-        out = _sketch_render(pts, adj, size, sigma=SIGMA, backend=backend)
+        with force_reference(enabled=reference):
+            out = sketch_render(pts, adj, size, sigma=sigma, composite=composite)
         out.sum().backward()
 
     _reset_peak(device)
@@ -96,7 +102,64 @@ def ours(b, k, size, device, wgrad, backend="auto"):
 
 
 def reference(b, k, size, device, wgrad):
-    return ours(b, k, size, device, wgrad, backend="reference")
+    return ours(b, k, size, device, wgrad, reference=True)
+
+
+def _all_pairs(b: int, k: int, size: int, device: str):
+    """Every pair of k keypoints, each with a learnable weight in (0, 1)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    pts = (torch.rand(b, k, 2, generator=g) * 1.8 - 0.9).to(device).requires_grad_()
+    a = torch.rand(k, k, generator=g)
+    adj = ((a + a.T) / 2).to(device).requires_grad_()
+    iu, ju = torch.triu_indices(k, k, 1)
+    w = adj.detach()[iu, ju].clone().requires_grad_()
+    return pts, adj, iu.to(device), ju.to(device), w
+
+
+def _dense_max(pts, ei, ej, w, size, sigma):
+    """The all-pixels-all-lines formula with the max composite, [B, E, H*W]."""
+    import torch
+
+    h = wd = size
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=pts.device, dtype=pts.dtype),
+        torch.arange(wd, device=pts.device, dtype=pts.dtype),
+        indexing="ij",
+    )
+    grid = torch.stack((xs, ys), -1).reshape(1, 1, h * wd, 2)
+    px = (pts + 1) * torch.tensor([(wd - 1) / 2, (h - 1) / 2], device=pts.device)
+    a, b = px[:, ei, None], px[:, ej, None]
+    ab = b - a
+    ap = grid - a
+    l2 = (ab * ab).sum(-1).clamp_min(1e-12)
+    t = ((ap * ab).sum(-1) / l2).clamp(0, 1)
+    d2 = ((ap - t[..., None] * ab) ** 2).sum(-1)
+    ras = w[:, None] * torch.exp(-d2 / sigma**2)
+    return ras.amax(1).clamp(min=0).reshape(pts.shape[0], 1, h, wd)
+
+
+def ours_max(b, k, size, device, sigma):
+    return ours(b, k, size, device, True, composite="max", sigma=sigma)
+
+
+def dense_max_compiled(b, k, size, device, sigma, compiled=True):
+    import torch
+
+    pts, _, ei, ej, w = _all_pairs(b, k, size, device)
+    fn = torch.compile(_dense_max) if compiled else _dense_max
+
+    def step():
+        fn(pts, ei, ej, w, size, sigma).sum().backward()
+
+    step()  # compile outside the measurement
+    _reset_peak(device)
+    return step
+
+
+def dense_max_eager(b, k, size, device, sigma):
+    return dense_max_compiled(b, k, size, device, sigma, compiled=False)
 
 
 def _dense_render(pts, ei, ej, w, size, sigma):
@@ -203,6 +266,8 @@ CPU_CASES = [
     (96, 7, 64, False, 7),
 ]
 GPU_CASES = [(32, 16, 128, False, 25), (256, 16, 256, False, 10)]
+# learned graph, max composite: (B, K, size, sigma px); all K (K - 1) / 2 pairs drawn
+MAX_CASES = [(16, 16, 128, 3.0), (16, 16, 128, 6.0)]
 
 
 def main() -> None:
@@ -243,6 +308,24 @@ def main() -> None:
     for base in ("dense eager", "dense compiled"):
         print(ratio_table(results, base, f"{title}, against {base}"))
         print()
+    if not cuda and not args.cases:
+        max_results = []
+        for b, k, size, sigma in MAX_CASES:
+            op = "sketch_render max fwd+bwd +w"
+            case = f"B={b} K={k} (all {k * (k - 1) // 2} pairs) {size}x{size} sigma={sigma}"
+            fast = dict(repeats=args.repeats, device=args.device, threads=args.threads)
+            slow = dict(fast, repeats=min(args.repeats, 5), warmup=1)
+            for name, factory, kw in [
+                ("native", ours_max, fast),
+                ("dense compiled", dense_max_compiled, slow),
+                ("dense eager", dense_max_eager, slow),
+            ]:
+                res = measure(op, case, name, factory, b, k, size, args.device, sigma, **kw)
+                if res is not None:
+                    max_results.append(res)
+        print(ratio_table(max_results, "dense compiled", "sketch_render, max composite"))
+        print()
+        results += max_results
     print(summary(results))
     if args.json:
         save(results, args.json)

@@ -541,11 +541,18 @@ def test_weight_gradient_of_undrawn_lines_only_when_asked():
     pts_px, w, s, cols, h, wd, mode = _prepare(pts, adj, 16, 1.0, None, "sum_clamp", True)
     g = torch.ones(2, 1, 16, 16, dtype=F64)
     op = torch.ops.torch_artic.sketch_render_backward
-    gp0, gw0, gs0, gc0 = op(g, pts_px, w, s, cols, h, wd, mode, CUTOFF, False, False, False)
-    gp1, gw1, gs1, gc1 = op(g, pts_px, w, s, cols, h, wd, mode, CUTOFF, True, True, False)
+    none = (pts_px.new_empty(0), torch.empty(0, dtype=torch.int32))  # no kept state
+    gp0, gw0, gs0, gc0 = op(g, pts_px, w, s, cols, *none, h, wd, mode, CUTOFF, False, False, False)
+    gp1, gw1, gs1, gc1 = op(g, pts_px, w, s, cols, *none, h, wd, mode, CUTOFF, True, True, False)
     assert gw0.numel() == 0 and gs0.numel() == 0 and gc0.numel() == 0
     assert gw1.shape == (1, 15) and gs1.shape == (1, 15)  # shared: summed over the batch
     assert torch.equal(gp0, gp1)
+    # the same from the state a forward kept
+    _, *kept = torch.ops.torch_artic.sketch_render_forward(
+        pts_px, w, s, cols, h, wd, mode, CUTOFF, True
+    )
+    gp2, gw2, gs2, _ = op(g, pts_px, w, s, cols, *kept, h, wd, mode, CUTOFF, True, True, False)
+    assert torch.equal(gp2, gp1) and torch.equal(gw2, gw1) and torch.equal(gs2, gs1)
     # an undrawn line's weight gradient is the sum of its exp(-d^2/s^2): positive
     # unless its capsule misses the image; its sigma gets none (its intensity is 0)
     drawn = w[0] != 0

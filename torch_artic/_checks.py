@@ -3,8 +3,10 @@
 Every public op validates its inputs here before any computation, so a bad call
 raises a ``TypeError`` (wrong kind of object or dtype) or a ``ValueError`` (wrong
 shape or value) that names the argument, the expected shape and the received one.
-Checks look only at metadata (shapes, dtypes, devices): they never read tensor
-values, so they cost no host-device synchronisation.
+Shape, dtype, device and layout checks look only at metadata. Checks of tensor *values*
+go through :func:`check_values`: they raise for CPU tensors, stay in the graph under
+``torch.compile`` on CPU, and are skipped where they would need a host-device
+synchronisation (CUDA), where the op makes the affected results NaN instead.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ def shape_str(shape) -> str:
 
 
 def check_tensor(x, name: str, *, floating: bool = True) -> torch.Tensor:
-    """``x`` must be a tensor (of a floating dtype unless ``floating=False``)."""
+    """``x`` must be a dense tensor (of a floating dtype unless ``floating=False``)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    if x.layout != torch.strided:
+        raise TypeError(f"`{name}` must be a dense (strided) tensor, got layout {x.layout}")
     if floating and x.dtype not in _FLOATING:
         raise TypeError(
             f"`{name}` must have a floating dtype (float16, bfloat16, float32, float64), "
@@ -79,11 +83,50 @@ def check_positive(value, name: str) -> float:
 
 def check_same(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
     """``a`` and ``b`` share device and dtype."""
-    if a.device != b.device:
-        raise ValueError(
-            f"`{name_b}` must be on the same device as `{name_a}` ({a.device}), got {b.device}"
-        )
+    check_device(b, name_b, a, name_a)
     if a.dtype != b.dtype:
         raise TypeError(
             f"`{name_b}` must have the same dtype as `{name_a}` ({a.dtype}), got {b.dtype}"
         )
+
+
+def check_dtype(dtype, name: str = "dtype") -> None:
+    """``dtype`` is ``None`` or a floating ``torch.dtype``."""
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or dtype not in _FLOATING):
+        raise TypeError(
+            f"`{name}` must be a floating torch.dtype (float16, bfloat16, float32, float64), "
+            f"got {dtype!r}"
+        )
+
+
+def check_device(x: torch.Tensor, name: str, like: torch.Tensor, like_name: str) -> None:
+    """``x`` is on the device of ``like``."""
+    if x.device != like.device:
+        raise ValueError(
+            f"`{name}` must be on the same device as `{like_name}` ({like.device}), got {x.device}"
+        )
+
+
+def check_values(ok: torch.Tensor, message, *, error: type = ValueError) -> bool:
+    """Raise ``error(message)`` unless the bool tensor ``ok`` is all true, where that
+    costs no host-device synchronisation. ``message`` is a string, or a callable giving
+    it (called only to raise in eager mode, so it may read values).
+
+    - CPU tensors, eager: checked, ``error`` raised;
+    - CPU tensors under ``torch.compile``: checked inside the graph
+      (``torch._assert_async``), so a ``RuntimeError`` with the same message;
+    - elsewhere (CUDA, meta): not checked.
+
+    Returns whether the values were checked. When not, the caller makes the results that
+    depend on bad values NaN (``torch.where``), so a bad value never gives a plausible
+    number.
+    """
+    if ok.device.type != "cpu":
+        return False
+    if torch.compiler.is_compiling():
+        static = message if isinstance(message, str) else getattr(message, "static", "")
+        torch._assert_async(ok.all(), static)
+        return True
+    if not bool(ok.all()):
+        raise error(message if isinstance(message, str) else message())
+    return True

@@ -117,6 +117,9 @@ class NativeOp:
             ``ctx.needs_input_grad``. Higher orders differentiate ``reference`` instead.
         backward_op: the name of the native backward op, with ``backward_fake`` its fake.
         save_outputs: indices of the outputs ``backward`` receives.
+        public_outputs: how many leading outputs a call returns (``None``: all); the
+            others are state the native forward keeps for its backward (the reference
+            returns them empty), not compared by the parity tests.
         samples: ``samples(device, dtype)`` -> argument tuples covering the op's cases;
             the generic tests run opcheck, torch.compile and native-vs-reference parity
             on each.
@@ -135,6 +138,7 @@ class NativeOp:
         backward_op: str | None = None,
         backward_fake: Callable | None = None,
         save_outputs: Sequence[int] = (),
+        public_outputs: int | None = None,
     ) -> None:
         if name in REGISTRY:
             raise RuntimeError(f"native op {name!r} is declared twice")
@@ -150,6 +154,7 @@ class NativeOp:
         self._backward = backward
         self._backward_fake = backward_fake
         self._save_outputs = tuple(save_outputs)
+        self.public_outputs = public_outputs
         self.kernels = KERNELS.get(name, {})
         REGISTRY[name] = self
         if _C is not None and self.kernels:
@@ -164,8 +169,16 @@ class NativeOp:
 
     def __call__(self, *args):
         if self.native_for(args[0]):
-            return getattr(torch.ops.torch_artic, self.name).default(*args)
-        return self.reference(*args)
+            out = getattr(torch.ops.torch_artic, self.name).default(*args)
+        else:
+            out = self.reference(*args)
+        return self.public(out)
+
+    def public(self, out):
+        """The outputs a caller sees (a tensor when there is one)."""
+        if self.public_outputs is None:
+            return out
+        return out[0] if self.public_outputs == 1 else out[: self.public_outputs]
 
     # ------------------------------------------------------------------ registration
     def _register(self) -> None:

@@ -179,11 +179,19 @@ def _ancestors(parent: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
 
 
 def _relative_scale(w: torch.Tensor) -> torch.Tensor:
-    """``[N]`` detached typical magnitude of the ``[N, E]`` edge weights: the mean gap
-    above the minimum, ``mean_e(w_e) - min_e(w_e)`` (1 where all weights are equal)."""
+    """``[N]`` detached typical magnitude of the ``[N, E]`` edge costs: the mean gap above
+    the minimum, ``mean_e(w_e) - min_e(w_e)``, over the finite costs only (1 where they
+    are all equal, or none is finite). So ``±inf`` costs (edges that must not, or must,
+    be taken) do not make the temperature or the noise infinite."""
     w = w.detach()
-    scale = w.mean(1) - w.amin(1)
-    return torch.where(scale > 0, scale, torch.ones_like(scale))
+    finite = torch.isfinite(w)
+    count = finite.sum(1)
+    zero = torch.zeros_like(w)
+    mean = torch.where(finite, w, zero).sum(1) / count.clamp_min(1)
+    low = torch.where(finite, w, torch.full_like(w, torch.inf)).amin(1)
+    scale = mean - low
+    ok = (count > 0) & (scale > 0) & torch.isfinite(scale)
+    return torch.where(ok, scale, torch.ones_like(scale))
 
 
 def _soft(
@@ -252,14 +260,17 @@ class _PerturbedMST(torch.autograd.Function):
         full = full + full.transpose(1, 2)
         parent, _ = _prim(full)
         y = _adjacency(parent, w.dtype)[:, iu, ju].reshape(num, n, e)
-        ctx.save_for_backward(y, noise, sigma)
+        ctx.save_for_backward(y, noise, sigma, torch.isfinite(w))
         return y.mean(0)
 
     @staticmethod
     def backward(ctx, grad):
-        y, noise, sigma = ctx.saved_tensors
+        y, noise, sigma, finite = ctx.saved_tensors
         dot = (y * grad[None]).sum(-1, keepdim=True)  # [S, N, 1]
-        return (dot * noise).mean(0) / sigma[:, None], None, None, None
+        g = (dot * noise).mean(0) / sigma[:, None]
+        # an infinite cost stays infinite under the noise, so the trees do not depend on
+        # its noise: its exact expected gradient is 0 (the estimate would only add noise)
+        return torch.where(finite, g, 0.0), None, None, None
 
 
 # --------------------------------------------------------------------------------------
@@ -324,9 +335,14 @@ def dmst(
     used bit for bit), so results are equivariant under node relabelling; the gradient
     of an edge goes to the cheaper of its two entries (both halves on a tie, as
     ``torch.minimum`` splits it). A graph
-    with a NaN off-diagonal weight gives an all-NaN output (other graphs of the batch
-    are unaffected). ``soft``, ``perturbed`` and the ``ste`` gradient need finite
-    costs (``±inf`` gives NaN there). K = 1 gives ``[[0]]``; K = 2 the single edge.
+    with a NaN off-diagonal cost gives an all-NaN output (other graphs of the batch
+    are unaffected). Infinite costs: ``hard``, the ``ste`` forward and ``perturbed``
+    accept ``±inf`` (an infinite cost stays infinite under the noise, is taken exactly
+    when the exact tree takes it, and gets a zero gradient; temperature and noise scale
+    are relative to the finite costs only); ``soft`` and the ``ste`` gradient accept
+    ``+inf`` on edges outside the tree (marginal and gradient 0) and give NaN for
+    ``-inf``, or ``+inf`` on a tree edge (a graph that needs one to be connected).
+    K = 1 gives ``[[0]]``; K = 2 the single edge.
 
     Args:
         costs: ``[..., K, K]`` edge costs (float16/bfloat16/float32/float64).

@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._checks import check_same, check_shape, check_tensor, shape_str
+from ._checks import check_same, check_shape, check_tensor, check_values, shape_str
 from ._native import NativeOp
 
 __all__ = [
@@ -73,8 +73,11 @@ def _safe_norm(diff: torch.Tensor) -> torch.Tensor:
 
 
 def _log_norm(diff: torch.Tensor, eps: float) -> torch.Tensor:
-    """``log sqrt(||diff||^2 + eps^2)``: finite value and gradient at ``diff == 0``."""
-    return 0.5 * torch.log((diff * diff).sum(-1) + eps * eps)
+    """``log sqrt(||diff||^2 + eps^2)``: finite value and gradient at ``diff == 0`` (eps^2
+    is floored at the dtype's smallest normal number, so a tiny eps cannot underflow to
+    log 0)."""
+    eps2 = max(eps * eps, torch.finfo(diff.dtype).tiny)
+    return 0.5 * torch.log((diff * diff).sum(-1) + eps2)
 
 
 def _stats_reference(
@@ -229,7 +232,9 @@ def gather_stats(stats: PairwiseDistanceStatsResult, group) -> PairwiseDistanceS
     return merge_stats([PairwiseDistanceStatsResult(*t.unbind(0)) for t in parts])
 
 
-def _validate(points, confidence) -> None:
+def _validate(points, confidence, *, unbiased: bool | None = None, group=None) -> None:
+    """Shapes and dtypes; with ``unbiased`` given (a variance is wanted), also the batch
+    size the variance needs (a distributed batch is checked once merged)."""
     check_tensor(points, "points")
     check_shape(points, "points", "[B, K, D]", points.dim() == 3 and points.shape[-1] >= 1)
     b, k, _ = points.shape
@@ -243,6 +248,11 @@ def _validate(points, confidence) -> None:
             confidence, "confidence", f"[B, K] = [{b}, {k}]", tuple(confidence.shape) == (b, k)
         )
         check_same("points", points, "confidence", confidence)
+    if unbiased is not None and group is None and b < (2 if unbiased else 1):
+        raise ValueError(
+            f"`points` needs a batch of B >= 2 samples for the unbiased variance (B >= 1 for "
+            f"the biased one), got {shape_str(points.shape)}"
+        )
 
 
 def pairwise_distance_stats(
@@ -267,8 +277,18 @@ def pairwise_distance_stats(
         (torch.Size([5, 5]), 8.0)
     """
     _validate(points, confidence)
-    conf = None if confidence is None else confidence.contiguous()
+    conf = None if confidence is None else _non_negative(confidence).contiguous()
     return PairwiseDistanceStatsResult(*_STATS(points.contiguous(), conf))
+
+
+def _non_negative(confidence: torch.Tensor) -> torch.Tensor:
+    """``confidence`` checked >= 0 (CPU: ValueError; CUDA: negative entries become NaN,
+    so every statistic they touch is NaN). NaN entries are NaN in, NaN out."""
+    ok = ~(confidence < 0)
+    msg = "`confidence` must be >= 0 everywhere (a weight per keypoint and sample)"
+    if check_values(ok, msg):
+        return confidence
+    return torch.where(ok, confidence, torch.nan)
 
 
 def pairwise_distance_variance(
@@ -315,12 +335,7 @@ def pairwise_distance_variance(
         >>> torch.allclose(v, torch.cdist(x, x).var(0), atol=1e-5)
         True
     """
-    _validate(points, confidence)
-    if unbiased and group is None and points.shape[0] < 2:
-        raise ValueError(
-            f"`points` needs a batch of B >= 2 samples for the unbiased variance, "
-            f"got {shape_str(points.shape)}"
-        )
+    _validate(points, confidence, unbiased=unbiased, group=group)
     st = pairwise_distance_stats(points, confidence=confidence)
     if group is not None:
         st = gather_stats(st, group)
@@ -330,9 +345,11 @@ def pairwise_distance_variance(
 def variance_from_stats(st: PairwiseDistanceStatsResult, *, unbiased: bool = True) -> torch.Tensor:
     """``[K, K]`` variance from (merged) statistics, with a zero diagonal.
 
-    ``M / (W - V / W)`` (unbiased, reliability weights) or ``M / W``. For CPU tensors a
-    pair whose denominator is not positive (too little weight) is a ``ValueError``; on
-    CUDA it is NaN (no host sync for validation).
+    ``M / (W - V / W)`` (unbiased, reliability weights) or ``M / W``. A pair whose
+    denominator is not positive (too little weight: fewer than two samples with non-zero
+    weight for the unbiased form, none for the biased) is a ``ValueError`` for CPU
+    tensors (a ``RuntimeError`` under ``torch.compile``) and NaN on CUDA (no host sync
+    for validation).
 
     Args:
         st: :class:`PairwiseDistanceStatsResult` of ``[K, K]`` tensors.
@@ -345,12 +362,17 @@ def variance_from_stats(st: PairwiseDistanceStatsResult, *, unbiased: bool = Tru
     eye = torch.eye(k, dtype=torch.bool, device=st.m2.device)
     safe = torch.where(st.wsum > 0, st.wsum, torch.ones_like(st.wsum))
     denom = st.wsum - st.w2sum / safe if unbiased else st.wsum
-    if st.m2.device.type == "cpu" and not torch.compiler.is_compiling():
-        bad = int(((denom <= 0) & ~eye).sum()) // 2
-        if bad:
-            raise ValueError(
-                f"`confidence` leaves {bad} keypoint pair(s) with too little total weight for the "
-                f"{'unbiased' if unbiased else 'biased'} variance (each pair needs non-zero "
-                "weight in at least two samples for the unbiased form, one for the biased)"
-            )
-    return (st.m2 / denom).masked_fill(eye, 0.0)
+    ok = (denom > 0) | eye
+    form = "unbiased" if unbiased else "biased"
+    need = "two samples" if unbiased else "one sample"
+
+    def message():
+        bad = int((~ok).sum()) // 2
+        return (
+            f"{bad} keypoint pair(s) have too little total weight for the {form} variance: "
+            f"each pair needs non-zero weight (`confidence`) in at least {need}"
+        )
+
+    message.static = f"keypoint pairs with too little total weight for the {form} variance"
+    check_values(ok, message)
+    return torch.where(ok, st.m2 / torch.where(ok, denom, 1.0), torch.nan).masked_fill(eye, 0.0)

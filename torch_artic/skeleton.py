@@ -20,13 +20,15 @@ from typing import NamedTuple
 
 import torch
 
-from ._checks import check_shape, check_tensor, shape_str
+from ._checks import check_device, check_positive, check_shape, check_tensor, shape_str
 from .mst import dmst
 from .pairwise_distance_variance import (
+    _non_negative,
     _stats_reference,
     _validate,
     gather_stats,
     pairwise_distance_stats,
+    pairwise_distance_variance,
     variance_from_stats,
 )
 
@@ -110,16 +112,11 @@ def lvmst(
         >>> int(adjacency.triu(1).sum())
         4
     """
-    _validate(points, confidence)
-    if unbiased and group is None and points.shape[0] < 2:
-        raise ValueError(
-            f"`points` needs a batch of B >= 2 samples for the unbiased variance, "
-            f"got {shape_str(points.shape)}"
-        )
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
-        raise ValueError(f"`eps` must be a float > 0, got {eps!r}")
+    _validate(points, confidence, unbiased=unbiased, group=group)
+    eps = check_positive(eps, "eps")
     if scale_invariant:
-        st = _stats_reference(points, confidence, log_eps=float(eps))
+        conf = None if confidence is None else _non_negative(confidence)
+        st = _stats_reference(points, conf, log_eps=eps)
     else:
         st = pairwise_distance_stats(points, confidence=confidence)
     if group is not None:
@@ -165,16 +162,11 @@ def limb_variance_loss(
         >>> float(limb_variance_loss(torch.randn(8, 2, 3), adj)) > 0
         True
     """
-    from .pairwise_distance_variance import pairwise_distance_variance
-
+    _validate(points, confidence, unbiased=unbiased, group=group)
     check_tensor(adjacency, "adjacency")
-    k = points.shape[1] if isinstance(points, torch.Tensor) and points.dim() == 3 else None
-    check_shape(
-        adjacency,
-        "adjacency",
-        f"[K, K] = [{k}, {k}]" if k is not None else "[K, K]",
-        adjacency.dim() == 2 and (k is None or tuple(adjacency.shape) == (k, k)),
-    )
+    k = points.shape[1]
+    check_shape(adjacency, "adjacency", f"[K, K] = [{k}, {k}]", tuple(adjacency.shape) == (k, k))
+    check_device(adjacency, "adjacency", points, "points")
     var = pairwise_distance_variance(points, unbiased=unbiased, confidence=confidence, group=group)
     return _edge_sum(adjacency.to(var.dtype), var)
 
@@ -208,13 +200,23 @@ def self_consistency_loss(
     """
     check_tensor(points, "points")
     check_shape(points, "points", "[B, K, 2]", points.dim() == 3 and points.shape[-1] == 2)
-    z = depth_fn(points) if depth is None else depth
-    if not isinstance(z, torch.Tensor) or tuple(z.shape) != tuple(points.shape[:2]):
-        got = shape_str(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-        raise ValueError(
-            f"`depth_fn` must map [B, K, 2] to depths [B, K] = {shape_str(points.shape[:2])}, "
-            f"got {got}"
-        )
+    if depth is None:
+        z = _depths(depth_fn(points), points, "depth_fn")
+    else:
+        z = _depths(depth, points, "depth")
     zy = torch.stack((z, points[..., 1]), dim=-1)
-    x_pred = depth_fn(zy)
+    x_pred = _depths(depth_fn(zy), points, "depth_fn")  # the side view's depths
     return ((x_pred + points[..., 0]) ** 2).mean()
+
+
+def _depths(z, points: torch.Tensor, name: str) -> torch.Tensor:
+    """``z`` must be ``[B, K]`` depths for ``points [B, K, 2]``, on their device."""
+    want = shape_str(points.shape[:2])
+    if not isinstance(z, torch.Tensor):
+        got = type(z).__name__
+        raise TypeError(f"`{name}` must give a torch.Tensor of depths {want}, got {got}")
+    what = "map [B, K, 2] points to depths" if name == "depth_fn" else "hold depths"
+    if tuple(z.shape) != tuple(points.shape[:2]):
+        raise ValueError(f"`{name}` must {what} [B, K] = {want}, got {shape_str(z.shape)}")
+    check_device(z, name, points, "points")
+    return z

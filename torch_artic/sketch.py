@@ -156,7 +156,13 @@ def _prepare(points, adjacency, size, sigma, colors, composite, normalized):
 # --------------------------------------------------------------------------- reference
 def _chunk(composite: str, cutoff: float, state, pts, w, s, cols, ei, ej, xs, ys):
     """Composite the edges ``ei[c], ej[c]`` (weights ``w [Bw, c]``, ``s [Bs, c]``) into
-    ``state`` (``[B, C, H, W]``; ``(M, key)`` for max). Forms ``[B, c, C, H, W]``."""
+    ``state`` (``[B, C, H, W]``; ``(M, key)`` for max). Forms ``[B, c, C, H, W]``.
+
+    Every quantity that only matters on one side of a mask (t inside (0, 1), pixels
+    inside the cutoff) is computed from masked inputs, so that the masked-off side has
+    finite derivatives: a degenerate line (sigma or length near the underflow limit) has
+    the kernels' finite gradients here too, not 0 * inf = NaN.
+    """
     a = pts[:, ei]  # [B, c, 2]
     bb = pts[:, ej]
     ax, ay = a[..., 0, None, None], a[..., 1, None, None]  # [B, c, 1, 1]
@@ -167,25 +173,36 @@ def _chunk(composite: str, cutoff: float, state, pts, w, s, cols, ei, ej, xs, ys
     apx = xs - ax  # [B, c, 1, W]
     apy = ys[:, None] - ay  # [B, c, H, 1]
     dot = apx * abx + apy * aby  # [B, c, H, W]
-    traw = torch.where(pos, dot / l2s, torch.zeros_like(dot))
-    # t's own gradient only strictly inside (0, 1); the clamped ends are constants
-    interior = (traw > 0) & (traw < 1)
-    t = torch.where(interior, traw, traw.detach().clamp(0, 1))
+    with torch.no_grad():
+        t0 = torch.where(pos, dot / l2s, torch.zeros_like(dot))
+        # t's own gradient only strictly inside (0, 1); the clamped ends are constants
+        interior = (t0 > 0) & (t0 < 1)
+    traw = torch.where(interior, dot, 0.0) / torch.where(interior, l2s, 1.0)
+    t = torch.where(interior, traw, t0.clamp(0, 1))
     qx = apx - t * abx
     qy = apy - t * aby
     d2 = qx * qx + qy * qy
     sc = s[:, :, None, None]
-    s2 = sc * sc
     rs = cutoff * sc
-    cut2 = rs * rs
-    ex = torch.exp(-d2 / s2)
-    inten = torch.where(d2 >= cut2, 0.0, w[:, :, None, None] * ex)  # [B, c, H, W]
+    with torch.no_grad():
+        inside = ~(d2 >= rs * rs)  # the kernels' test, d2 < (R sigma)^2
+    # exp(-d^2 / sigma^2) from the offset in units of sigma (<= R inside): no overflow
+    nx = torch.where(inside, qx, 0.0) / sc
+    ny = torch.where(inside, qy, 0.0) / sc
+    ex = torch.exp(-(nx * nx + ny * ny))
+    inten = torch.where(inside, w[:, :, None, None] * ex, 0.0)  # [B, c, H, W]
     if cols is None:
         v = inten.unsqueeze(2)  # [B, c, 1, H, W]
     else:
         ci = cols[:, ei, :, None, None]  # [Bc, c, C, 1, 1]
         cj = cols[:, ej, :, None, None]
-        v = inten.unsqueeze(2) * (ci + t.unsqueeze(2) * (cj - ci))
+        # a line of strength 0 is never drawn: its non-finite colours count as 0
+        zero = (w == 0)[:, :, None, None, None]
+        ci = torch.where(zero & ~torch.isfinite(ci), 0.0, ci)
+        cj = torch.where(zero & ~torch.isfinite(cj), 0.0, cj)
+        # (outside the cutoff exactly 0, even for a NaN colour: as in the kernels)
+        c = ci + t.unsqueeze(2) * (cj - ci)
+        v = torch.where(inside.unsqueeze(2), inten.unsqueeze(2) * c, 0.0)
     if composite == "sum_clamp":
         return state + v.sum(1)
     if composite == "soft_or":
@@ -200,10 +217,21 @@ def _chunk(composite: str, cutoff: float, state, pts, w, s, cols, ei, ej, xs, ys
     return torch.where(up, sel, m), torch.where(up, cm, mkey)
 
 
-def _reference(pts, w, s, cols, height, width, composite, cutoff):
-    """Pure-torch sketch (the fallback and the oracle), with the signature of the native
-    op ``sketch_render_forward(points, strength, sigma, colors, height, width, composite,
-    cutoff)``."""
+def _reference(pts, w, s, cols, height, width, composite, cutoff, keep_state=False):
+    """Pure-torch sketch (the fallback and the oracle), with the signature and outputs of
+    the native op ``sketch_render_forward(points, strength, sigma, colors, height, width,
+    composite, cutoff, keep_state) -> (image, state, state_index)``; it keeps no state
+    (both empty)."""
+    acc = torch.float64 if pts.dtype == torch.float64 else torch.float32
+    return (
+        _reference_image(pts, w, s, cols, height, width, composite, cutoff),
+        pts.new_empty(0, dtype=acc),
+        pts.new_empty(0, dtype=torch.int32),
+    )
+
+
+def _reference_image(pts, w, s, cols, height, width, composite, cutoff):
+    """The image of :func:`_reference`."""
     out_dtype = pts.dtype
     if out_dtype in _LOW_PRECISION:
         pts, w, s = pts.float(), w.float(), s.float()
@@ -240,9 +268,24 @@ def _reference(pts, w, s, cols, height, width, composite, cutoff):
 
 
 # --------------------------------------------------------------------------- native op
-def _fake(points, strength, sigma, colors, height, width, composite, cutoff):
+def _state_shapes(composite, keep_state, shape):
+    """Shapes of the state the native forward keeps (see ``csrc/sketch/sketch.h``)."""
+    if not keep_state:
+        return (0,), (0,)
+    value = {"sum_clamp": shape, "soft_or": (2, *shape), "max": (0,)}[composite]
+    return value, ((0,) if composite == "sum_clamp" else shape)
+
+
+def _fake(points, strength, sigma, colors, height, width, composite, cutoff, keep_state):
     c = 1 if colors is None else colors.shape[2]
-    return points.new_empty(points.shape[0], c, height, width)
+    shape = (points.shape[0], c, height, width)
+    value, index = _state_shapes(composite, keep_state, shape)
+    acc = torch.float64 if points.dtype == torch.float64 else torch.float32
+    return (
+        points.new_empty(shape),
+        points.new_empty(value, dtype=acc),
+        points.new_empty(index, dtype=torch.int32),
+    )
 
 
 def _backward_fake(
@@ -251,6 +294,8 @@ def _backward_fake(
     strength,
     sigma,
     colors,
+    state,
+    state_index,
     height,
     width,
     composite,
@@ -271,15 +316,19 @@ def _backward_fake(
 
 
 def _backward(args, outputs, grads, needs):
-    """First-order gradient through ``sketch_render_backward`` (gradients of shared
-    ``[1, ...]`` inputs are summed over the batch inside the kernel)."""
-    points, strength, sigma, colors, height, width, composite, cutoff = args
+    """First-order gradient through ``sketch_render_backward``, from the state the
+    forward kept (gradients of shared ``[1, ...]`` inputs are summed over the batch
+    inside the kernel)."""
+    points, strength, sigma, colors, height, width, composite, cutoff, _ = args
+    state, state_index = outputs
     gp, gw, gs, gc = torch.ops.torch_artic.sketch_render_backward(
         grads[0].contiguous(),
         points,
         strength,
         sigma,
         colors,
+        state,
+        state_index,
         height,
         width,
         composite,
@@ -288,7 +337,7 @@ def _backward(args, outputs, grads, needs):
         bool(needs[2]),
         bool(needs[3]) and colors is not None,
     )
-    return gp, gw, gs, (gc if colors is not None else None), None, None, None, None
+    return gp, gw, gs, (gc if colors is not None else None), None, None, None, None, None
 
 
 def _samples(device, dtype):
@@ -301,9 +350,11 @@ def _samples(device, dtype):
     pts = rand(2, 4, 2) * 10 + 1
     out = []
     for composite in COMPOSITES:
-        out.append((pts, rand(1, 6), rand(1, 6) + 0.8, None, 12, 13, composite, CUTOFF))
-        out.append((pts, rand(2, 6), rand(2, 6) + 0.8, rand(2, 4, 3), 9, 11, composite, CUTOFF))
-    out.append((pts, rand(1, 6), rand(1, 6) + 0.8, rand(1, 4, 1), 8, 8, "sum_clamp", 2.0))
+        for keep in (True, False):
+            out.append((pts, rand(1, 6), rand(1, 6) + 0.8, None, 12, 13, composite, CUTOFF, keep))
+        cols = rand(2, 4, 3)
+        out.append((pts, rand(2, 6), rand(2, 6) + 0.8, cols, 9, 11, composite, CUTOFF, True))
+    out.append((pts, rand(1, 6), rand(1, 6) + 0.8, rand(1, 4, 1), 8, 8, "sum_clamp", 2.0, True))
     return out
 
 
@@ -314,6 +365,8 @@ _SKETCH = NativeOp(
     backward=_backward,
     backward_op="sketch_render_backward",
     backward_fake=_backward_fake,
+    save_outputs=(1, 2),
+    public_outputs=1,
     samples=_samples,
 )
 
@@ -387,4 +440,8 @@ def sketch_render(
     pts, strength, s, cols, height, width, composite = _prepare(
         points, adjacency, size, sigma, colors, composite, normalized
     )
-    return _SKETCH(pts, strength, s, cols, height, width, composite, CUTOFF)
+    # keep the state for the backward only when there will be one
+    keep = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (pts, strength, s, cols)
+    )
+    return _SKETCH(pts, strength, s, cols, height, width, composite, CUTOFF, keep)

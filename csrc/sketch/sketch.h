@@ -39,6 +39,14 @@
 //   dc_i,k = gv_k I (1 - t),  dc_j,k = gv_k I t.
 // Gradients of shared ([1, ...]) strength, sigma and colours are summed over the batch
 // in sample order.
+//
+// Kept state. With keep_state the forward also returns what the backward needs, so the
+// backward does not redraw the image (without it, the backward recomputes it):
+//   sum_clamp: state = the sums before the clamp [B, C, H, W];      state_index [0]
+//   soft_or:   state = [2, B, C, H, W] (pex, fm: the product split at its smallest
+//              factor, see composite_add);   state_index = fm's line [B, C, H, W] int32
+//   max:       state [0];   state_index = the argmax line [B, C, H, W] int32 (-1: none)
+// state is in the compute type (float32, or float64 for float64 points).
 #pragma once
 
 #include "common/math.h"
@@ -169,37 +177,70 @@ TA_HD A line_color(A c0, A dc, A t) {
   return c0 + t * dc;
 }
 
+// A line's value at a pixel: I c where the line draws (I != 0: inside its cutoff, of
+// non-zero strength; exp(-d2 / sigma^2) >= e^{-R^2} > 0 there), exactly 0 elsewhere, even
+// for a NaN colour.
+template <typename A>
+TA_HD A line_value(A I, A c) {
+  return I != A(0) ? I * c : A(0);
+}
+
+// An end colour of a line of strength w: a line of strength 0 is never drawn, so for its
+// strength gradient a non-finite colour counts as 0.
+template <typename A>
+TA_HD A end_color(A c, A w) {
+  return (w == A(0)) & !is_finite(static_cast<double>(c)) ? A(0) : c;
+}
+
 // max composite key: NaN compares as +inf, so a NaN intensity wins (NaN in, NaN out).
 template <typename A>
 TA_HD A max_key(A v) {
   return v != v ? A(INFINITY) : v;
 }
 
-// The composite of one pixel and channel: `st` is the running value; with TRACK (the
-// backward's state pass) soft_or also keeps the smallest-magnitude factor `fm` apart
-// (st is then the product of the others) and its line `id`, max its argmax line `id`.
+// The composite of one pixel and channel. `st` is the running value: the sum
+// (sum_clamp), the product of (1 - v) (soft_or) or the maximum (max). With TRACK (what
+// the backward needs) soft_or also keeps the product split as `pex` * `fm`, with `fm`
+// the smallest-magnitude factor so far and `id` its line, so that d/dv never divides
+// by a zero factor; max keeps its argmax line in `id`. `st` itself is the same with and
+// without TRACK, so the image does not depend on whether the state is kept.
 template <int MODE, typename A>
 TA_HD A composite_init() {
   return MODE == kSoftOr ? A(1) : A(0);
 }
 
 template <int MODE, bool TRACK, typename A>
-TA_HD void composite_add(A& st, A& fm, int32_t& id, A v, int32_t e) {
+TA_HD void composite_add(A& st, A& pex, A& fm, int32_t& id, A v, int32_t e) {
   if (MODE == kSumClamp) {
     st += v;
-  } else if (MODE == kSoftOr && !TRACK) {
-    st *= A(1) - v;
   } else if (MODE == kSoftOr) {
     const A fe = A(1) - v;
-    const bool sw = hd_abs(fe) < hd_abs(fm);
-    st *= sw ? fm : fe;
-    fm = sw ? fe : fm;
-    id = sw ? e : id;
+    st *= fe;
+    if (TRACK) {
+      const bool sw = hd_abs(fe) < hd_abs(fm);
+      pex *= sw ? fm : fe;
+      fm = sw ? fe : fm;
+      id = sw ? e : id;
+    }
   } else {
-    const bool up = max_key(v) > max_key(st);
+    // The first (lowest-index) maximal line wins whatever order the lines come in; the
+    // background (id -1, value 0) keeps its ties.
+    const A kv = max_key(v), ks = max_key(st);
+    const bool up = (kv > ks) | (TRACK & (kv == ks) & (id >= 0) & (e < id));
     st = up ? v : st;
     if (TRACK) id = up ? e : id;
   }
+}
+
+// Under max, an upper bound of a line's value in one channel: v = w exp(..) c(t) with
+// c(t) between c_i and c_j, so v <= max(0, w c_i, w c_j) (c = 1 without colours). NaN
+// when either product is NaN, so that a NaN line is never skipped.
+template <typename A>
+TA_HD A max_bound(A w, A ci, A cj) {
+  const A a = w * ci, b = w * cj;
+  if ((a != a) | (b != b)) return a + b;
+  const A m = a > b ? a : b;
+  return m > A(0) ? m : A(0);
 }
 
 // The output value from the final state.
@@ -210,12 +251,12 @@ TA_HD A composite_out(A st) {
   return st;
 }
 
-// The per-pixel coefficient the backward keeps, from the final (tracked) state and the
-// incoming gradient g.
+// The per-pixel coefficient of the backward from the final tracked state (st, pex) and
+// the incoming gradient g.
 template <int MODE, typename A>
-TA_HD A composite_coef(A st, A g) {
+TA_HD A composite_coef(A st, A pex, A g) {
   if (MODE == kSumClamp) return st > A(1) ? A(0) : g;
-  if (MODE == kSoftOr) return g * st;
+  if (MODE == kSoftOr) return g * pex;
   return g;
 }
 
@@ -485,6 +526,44 @@ inline Composite check_args(const char* op, const Tensor& points, const Tensor& 
   TA_CHECK(cutoff > 0.0 && is_finite(cutoff), op, "`cutoff` must be finite and > 0, got ",
            cutoff);
   return parse_composite(op, composite);
+}
+
+// The dtype of the kept state: the compute type acc_t.
+inline ScalarType state_dtype(ScalarType points) {
+  return points == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
+}
+
+// The shapes of the kept state (none: [0]).
+inline std::vector<int64_t> state_shape(Composite mode, bool keep, int64_t B, int64_t C,
+                                        int64_t H, int64_t W) {
+  if (!keep || mode == kMax) return {0};
+  if (mode == kSoftOr) return {2, B, C, H, W};
+  return {B, C, H, W};
+}
+
+inline std::vector<int64_t> state_index_shape(Composite mode, bool keep, int64_t B, int64_t C,
+                                              int64_t H, int64_t W) {
+  if (!keep || mode == kSumClamp) return {0};
+  return {B, C, H, W};
+}
+
+// The backward's state arguments: both empty (recompute), or exactly what a forward
+// with keep_state returns. Returns whether a state is given.
+inline bool check_state(const Tensor& state, const Tensor& state_index, const Tensor& points,
+                        Composite mode, int64_t C, int64_t H, int64_t W) {
+  const char* op = kBackwardOp;
+  const int64_t B = points.size(0);
+  check_tensor_arg(op, state, "state", points, "points", state_dtype(points.scalar_type()));
+  check_tensor_arg(op, state_index, "state_index", points, "points", ScalarType::Int);
+  const bool kept = state.dim() > 1 || state_index.dim() > 1;  // none: [0]
+  const auto want = state_shape(mode, kept, B, C, H, W);
+  const auto want_i = state_index_shape(mode, kept, B, C, H, W);
+  const auto got = shape_of(state), got_i = shape_of(state_index);
+  TA_CHECK(got == want && got_i == want_i, op,
+           "`state` and `state_index` must be both empty or the state a forward with "
+           "keep_state returned for this composite, got ",
+           shape_str(state), " and ", shape_str(state_index));
+  return kept;
 }
 
 inline void check_grad(const Tensor& grad, const Tensor& points,

@@ -24,6 +24,7 @@
 #include "common/kernels.h"
 
 #include <algorithm>
+#include <limits>
 #include <tuple>
 #include <vector>
 
@@ -79,26 +80,74 @@ inline void intensity_row(const EdgeP<T>& E, int64_t y, int64_t x0, int64_t n, T
   }
 }
 
-// The per-pixel pass over rows [y0, y1) of sample b. PRE = false: the forward (S = the
-// output [C, H, W] of sample b). PRE = true: the backward's state pass: S = per-pixel
-// coefficient, F = soft_or's smallest factor, idx = soft_or's smallest-factor line /
-// max's argmax line; g = the incoming gradient of sample b.
-template <typename T, int MODE, bool PRE>
-void raster_block(const Lines<T>& L, int64_t b, int64_t y0, int64_t y1, T* S, T* F,
-                  int32_t* idx, const T* g, T* Ib, T* tb) {
+// max: the lines of sample b by descending bound (ties: ascending index), and each
+// line's per-channel bound [E, C] (see max_bound).
+template <typename T>
+void max_order(const Lines<T>& L, int64_t b, std::vector<int32_t>& order, std::vector<T>& bound) {
+  const Args<T>& a = L.a;
+  order.resize(static_cast<size_t>(a.E));
+  bound.resize(static_cast<size_t>(a.E * a.C));
+  std::vector<T> top(static_cast<size_t>(a.E));
+  for (int64_t e = 0; e < a.E; ++e) {
+    const T w = a.strength(b, e);
+    const T* ci = a.c ? a.color(b, L.ei[e]) : nullptr;
+    const T* cj = a.c ? a.color(b, L.ej[e]) : nullptr;
+    T m = T(0);
+    for (int64_t k = 0; k < a.C; ++k) {
+      const T bk = max_bound(w, ci ? ci[k] : T(1), cj ? cj[k] : T(1));
+      bound[e * a.C + k] = bk;
+      m = (bk != bk || m != m) ? bk + m : (bk > m ? bk : m);
+    }
+    top[e] = m != m ? std::numeric_limits<T>::infinity() : m;  // NaN lines first
+    order[e] = static_cast<int32_t>(e);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t u, int32_t v) { return top[u] > top[v]; });
+}
+
+// max: whether every pixel of a row span (in every channel) already holds more than the
+// line's bound there, so that the line cannot change it. s points at channel 0 of the
+// span; channels are `plane` apart.
+template <typename T>
+bool row_saturated(const T* s, int64_t plane, int64_t C, int64_t n, const T* bound) {
+  for (int64_t k = 0; k < C; ++k) {
+    const T* sk = s + k * plane;
+    T low = std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(min : low)
+    for (int64_t i = 0; i < n; ++i) low = std::min(low, max_key(sk[i]));
+    if (!(low > bound[k])) return false;
+  }
+  return true;
+}
+
+// The per-pixel pass over rows [y0, y1) of sample b: the final composite state of every
+// pixel and channel (see composite_add) into V ([C, H, W] of sample b; the running
+// value), and with TRACK into P and F (soft_or's split product) and idx (soft_or's
+// smallest-factor line, max's argmax line).
+template <typename T, int MODE, bool TRACK>
+void raster_block(const Lines<T>& L, int64_t b, int64_t y0, int64_t y1, T* V, T* P, T* F,
+                  int32_t* idx, T* Ib, T* tb) {
   const Args<T>& a = L.a;
   const int64_t C = a.C, H = a.H, W = a.W;
-  constexpr bool kF = PRE && MODE == kSoftOr;
-  constexpr bool kId = PRE && MODE != kSumClamp;
+  constexpr bool kSplit = TRACK && MODE == kSoftOr;
+  constexpr bool kId = TRACK && MODE != kSumClamp;
   for (int64_t k = 0; k < C; ++k) {
     for (int64_t y = y0; y < y1; ++y) {
       const int64_t o = (k * H + y) * W;
-      std::fill(S + o, S + o + W, composite_init<MODE, T>());
-      if (kF) std::fill(F + o, F + o + W, T(1));
+      std::fill(V + o, V + o + W, composite_init<MODE, T>());
+      if (kSplit) std::fill(P + o, P + o + W, T(1));
+      if (kSplit) std::fill(F + o, F + o + W, T(1));
       if (kId) std::fill(idx + o, idx + o + W, int32_t(-1));
     }
   }
-  for (int64_t e = 0; e < a.E; ++e) {
+  // max: the lines in descending order of their bound, so that the running maximum
+  // rises early and a line's row is skipped where every pixel already exceeds what the
+  // line can reach (the tie rule of composite_add keeps the result order-free)
+  std::vector<int32_t> order;
+  std::vector<T> bound;
+  if (MODE == kMax) max_order(L, b, order, bound);
+  for (int64_t q = 0; q < a.E; ++q) {
+    const int64_t e = MODE == kMax ? order[q] : q;
     if (a.strength(b, e) == T(0)) continue;
     const Capsule cap = L.capsule(b, e);
     int64_t ry0, ry1;
@@ -113,36 +162,30 @@ void raster_block(const Lines<T>& L, int64_t b, int64_t y0, int64_t y1, T* S, T*
       capsule_span(cap, static_cast<double>(y), W, &x0, &x1);
       const int64_t n = x1 - x0;
       if (n <= 0) continue;
+      if (MODE == kMax && cap.finite &&
+          row_saturated(V + y * W + x0, H * W, C, n, bound.data() + e * C)) {
+        continue;
+      }
       intensity_row(E, y, x0, n, Ib, tb);
       for (int64_t k = 0; k < C; ++k) {
         const T c0 = ci ? ci[k] : T(1);
         const T dc = ci ? cj[k] - ci[k] : T(0);
         const int64_t o = (k * H + y) * W + x0;
-        T* s = S + o;
-        T* f = kF ? F + o : nullptr;
+        T* v = V + o;
+        T* p = kSplit ? P + o : nullptr;
+        T* f = kSplit ? F + o : nullptr;
         int32_t* id = kId ? idx + o : nullptr;
 #pragma omp simd
         for (int64_t i = 0; i < n; ++i) {
-          T fm = kF ? f[i] : T(1);
+          T pv = kSplit ? p[i] : T(1);
+          T fm = kSplit ? f[i] : T(1);
           int32_t iv = kId ? id[i] : -1;
-          composite_add<MODE, PRE>(s[i], fm, iv, Ib[i] * line_color(c0, dc, tb[i]), ie);
-          if (kF) f[i] = fm;
+          composite_add<MODE, TRACK>(v[i], pv, fm, iv, line_value(Ib[i], line_color(c0, dc, tb[i])),
+                                     ie);
+          if (kSplit) p[i] = pv;
+          if (kSplit) f[i] = fm;
           if (kId) id[i] = iv;
         }
-      }
-    }
-  }
-  for (int64_t k = 0; k < C; ++k) {
-    for (int64_t y = y0; y < y1; ++y) {
-      const int64_t o = (k * H + y) * W;
-      T* s = S + o;
-      if (PRE) {
-        const T* gg = g + o;
-#pragma omp simd
-        for (int64_t x = 0; x < W; ++x) s[x] = composite_coef<MODE>(s[x], gg[x]);
-      } else {
-#pragma omp simd
-        for (int64_t x = 0; x < W; ++x) s[x] = composite_out<MODE>(s[x]);
       }
     }
   }
@@ -201,8 +244,8 @@ void edge_grad(const Lines<T>& L, int64_t b, int64_t e, const T* S, const T* F,
       gtb[i] = T(0);
     }
     for (int64_t k = 0; k < C; ++k) {
-      const T c0 = ci ? ci[k] : T(1);
-      const T dc = ci ? cj[k] - ci[k] : T(0);
+      const T c0 = ci ? end_color(ci[k], E.w) : T(1);
+      const T dc = ci ? end_color(cj[k], E.w) - c0 : T(0);
       const int64_t o = (k * H + y) * W + x0;
       const T* s = S + o;
       const T* f = MODE == kSoftOr ? F + o : nullptr;
@@ -210,9 +253,12 @@ void edge_grad(const Lines<T>& L, int64_t b, int64_t e, const T* S, const T* F,
       T rci = 0, rcj = 0;
 #pragma omp simd reduction(+ : rci, rcj)
       for (int64_t i = 0; i < n; ++i) {
-        const T c = line_color(c0, dc, tb[i]);
-        const T gv = composite_grad<MODE>(s[i], MODE == kSoftOr ? f[i] : T(1),
-                                          MODE != kSumClamp ? id[i] : -1, ie, Ib[i] * c);
+        const bool in = eb[i] != T(0);  // inside the cutoff: only there does the line count
+        const T c = in ? line_color(c0, dc, tb[i]) : T(0);
+        const T gvr = composite_grad<MODE>(s[i], MODE == kSoftOr ? f[i] : T(1),
+                                           MODE != kSumClamp ? id[i] : -1, ie,
+                                           line_value(Ib[i], c));
+        const T gv = in ? gvr : T(0);
         gIb[i] += gv * c;
         const T gvI = gv * Ib[i];
         gtb[i] += gvI * dc;
@@ -259,19 +305,96 @@ void edge_grad(const Lines<T>& L, int64_t b, int64_t e, const T* S, const T* F,
   finish_edge_grad(E, sum, acc);
 }
 
+// max: exactly one line (the pixel's argmax, idx) receives each pixel's gradient, so
+// rows [y0, y1) of sample b are walked once, each pixel adding its winner's terms to
+// acc[e * Q + ...] (Q = 10 + 2 C: the GradTerms sums, then the colour sums of i and j),
+// in float64. A pixel's cost is one line evaluation, instead of one per line whose
+// capsule covers it.
+template <typename T>
+void max_grad_block(const Lines<T>& L, const std::vector<EdgeP<T>>& edges, int64_t b,
+                    int64_t y0, int64_t y1, const T* S, const int32_t* idx, double* acc) {
+  const Args<T>& a = L.a;
+  const int64_t C = a.C, H = a.H, W = a.W;
+  const int64_t Q = 10 + 2 * C;
+  for (int64_t k = 0; k < C; ++k) {
+    for (int64_t y = y0; y < y1; ++y) {
+      const int64_t o = (k * H + y) * W;
+      for (int64_t x = 0; x < W; ++x) {
+        const int32_t e = idx[o + x];
+        const T gv = S[o + x];
+        if (e < 0 || gv == T(0)) continue;
+        const EdgeP<T>& E = edges[e];
+        const PixelGeo<T> g =
+            pixel_geometry(E, static_cast<T>(x) - E.ax, static_cast<T>(y) - E.ay);
+        const T ex = g.inside ? pixel_falloff(E, g) : T(0);
+        const T I = E.w * ex;
+        const T c0 = a.c ? a.color(b, L.ei[e])[k] : T(1);
+        const T dc = a.c ? a.color(b, L.ej[e])[k] - c0 : T(0);
+        const T gvI = gv * I;
+        const GradTerms<T> t = pixel_grad_terms(g, I, ex, gv * line_color(c0, dc, g.t), gvI * dc);
+        double* r = acc + e * Q;
+        r[0] += t.aqx;
+        r[1] += t.aqy;
+        r[2] += t.bqx;
+        r[3] += t.bqy;
+        r[4] += t.tqx;
+        r[5] += t.tqy;
+        r[6] += t.t1;
+        r[7] += t.tt;
+        r[8] += t.w;
+        r[9] += t.s;
+        r[10 + k] += gvI * (T(1) - g.t);
+        r[10 + C + k] += gvI * g.t;
+      }
+    }
+  }
+}
+
+// The state a forward keeps for the backward (see the header), or none (nullptr).
+template <typename T>
+struct State {
+  T* value;        // sum_clamp: the sums before the clamp; soft_or: (pex, fm) planes
+  int32_t* index;  // soft_or / max: the tracked line
+};
+
+template <typename T>
+struct KeptState {  // ... as the backward reads it
+  const T* value;
+  const int32_t* index;
+};
+
 template <typename T, int MODE>
-void forward_impl(const Lines<T>& L, T* out) {
+void forward_impl(const Lines<T>& L, T* out, State<T> keep) {
   const Args<T>& a = L.a;
   const int64_t nb = (a.H + kRowBlock - 1) / kRowBlock;
-  const int64_t plane = a.C * a.H * a.W;
+  const int64_t plane = a.C * a.H * a.W, all = a.B * plane;
+  const bool tracked = keep.index != nullptr;  // soft_or / max with a kept state
   torch::stable::parallel_for(0, a.B * nb, grain_for(a.B * nb, a),
                               [&](int64_t begin, int64_t end) {
     std::vector<T> buf(static_cast<size_t>(2 * a.W));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / nb, blk = task % nb;
       const int64_t y0 = blk * kRowBlock, y1 = std::min(a.H, y0 + kRowBlock);
-      raster_block<T, MODE, false>(L, b, y0, y1, out + b * plane, nullptr, nullptr, nullptr,
-                                   buf.data(), buf.data() + a.W);
+      T* v = out + b * plane;
+      if (tracked) {
+        T* pex = MODE == kSoftOr ? keep.value + b * plane : nullptr;
+        T* fm = MODE == kSoftOr ? keep.value + all + b * plane : nullptr;
+        raster_block<T, MODE, true>(L, b, y0, y1, v, pex, fm, keep.index + b * plane,
+                                    buf.data(), buf.data() + a.W);
+      } else {
+        raster_block<T, MODE, false>(L, b, y0, y1, v, nullptr, nullptr, nullptr, buf.data(),
+                                     buf.data() + a.W);
+      }
+      for (int64_t k = 0; k < a.C; ++k) {
+        for (int64_t y = y0; y < y1; ++y) {
+          T* row = v + (k * a.H + y) * a.W;
+          if (MODE == kSumClamp && keep.value) {
+            std::copy(row, row + a.W, keep.value + b * plane + (k * a.H + y) * a.W);
+          }
+#pragma omp simd
+          for (int64_t x = 0; x < a.W; ++x) row[x] = composite_out<MODE>(row[x]);
+        }
+      }
     }
   });
 }
@@ -281,40 +404,110 @@ struct Needs {
 };
 
 template <typename T, int MODE>
-void backward_impl(const Lines<T>& L, const T* g, Needs need, T* gp, T* gw, T* gs, T* gc) {
+void backward_impl(const Lines<T>& L, const T* g, KeptState<T> kept, Needs need, T* gp, T* gw,
+                   T* gs, T* gc) {
   const Args<T>& a = L.a;
   const int64_t B = a.B, E = a.E, C = a.C, H = a.H, W = a.W, K = a.K;
   const int64_t plane = C * H * W;
   const size_t total = static_cast<size_t>(B * plane);
+  // Per pixel and channel: S = the backward coefficient (composite_coef), F = soft_or's
+  // smallest factor, idx = soft_or's / max's tracked line; from the kept state when the
+  // forward kept one, else from a state pass (the forward's work again).
   std::vector<T> S(total);
-  std::vector<T> F(MODE == kSoftOr ? total : 0);
-  std::vector<int32_t> idx(MODE != kSumClamp ? total : 0);
+  std::vector<T> Fbuf(MODE == kSoftOr && !kept.value ? total : 0);
+  std::vector<int32_t> Ibuf(MODE != kSumClamp && !kept.index ? total : 0);
+  const T* F = MODE == kSoftOr ? (kept.value ? kept.value + total : Fbuf.data()) : nullptr;
+  const int32_t* idx = MODE != kSumClamp ? (kept.index ? kept.index : Ibuf.data()) : nullptr;
+  const bool have = MODE == kSumClamp ? kept.value != nullptr
+                                      : (kept.index != nullptr &&
+                                         (MODE == kMax || kept.value != nullptr));
   const int64_t nb = (H + kRowBlock - 1) / kRowBlock;
-  torch::stable::parallel_for(0, B * nb, grain_for(B * nb, a),
-                              [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, B * nb, grain_for(B * nb, a), [&](int64_t begin,
+                                                                   int64_t end) {
     std::vector<T> buf(static_cast<size_t>(2 * W));
+    std::vector<T> vbuf(have ? 0 : static_cast<size_t>(plane));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / nb, blk = task % nb;
       const int64_t y0 = blk * kRowBlock, y1 = std::min(H, y0 + kRowBlock);
-      raster_block<T, MODE, true>(L, b, y0, y1, S.data() + b * plane,
-                                  MODE == kSoftOr ? F.data() + b * plane : nullptr,
-                                  MODE != kSumClamp ? idx.data() + b * plane : nullptr,
-                                  g + b * plane, buf.data(), buf.data() + W);
+      const int64_t ob = b * plane;
+      const T* st = nullptr;   // the running value (sum_clamp's sums)
+      const T* pex = nullptr;  // soft_or's product without its smallest factor
+      if (have) {
+        st = MODE == kSumClamp ? kept.value + ob : nullptr;
+        pex = MODE == kSoftOr ? kept.value + ob : nullptr;
+      } else {
+        T* pbuf = MODE == kSoftOr ? S.data() + ob : nullptr;  // pex in place of S
+        raster_block<T, MODE, MODE != kSumClamp>(
+            L, b, y0, y1, vbuf.data(), pbuf, MODE == kSoftOr ? Fbuf.data() + ob : nullptr,
+            MODE != kSumClamp ? Ibuf.data() + ob : nullptr, buf.data(), buf.data() + W);
+        st = vbuf.data();
+        pex = pbuf;
+      }
+      for (int64_t k = 0; k < C; ++k) {
+        for (int64_t y = y0; y < y1; ++y) {
+          const int64_t o = (k * H + y) * W;
+          T* s = S.data() + ob + o;
+          const T* gg = g + ob + o;
+          const T* sv = st ? st + o : nullptr;
+          const T* pv = pex ? pex + o : nullptr;
+#pragma omp simd
+          for (int64_t x = 0; x < W; ++x) {
+            s[x] = composite_coef<MODE>(sv ? sv[x] : T(0), pv ? pv[x] : T(1), gg[x]);
+          }
+        }
+      }
     }
   });
   const int64_t P = kAccFixed + 2 * C;
   std::vector<double> acc(static_cast<size_t>(B * E * P));
-  torch::stable::parallel_for(0, B * E, grain_for(B * E, a),
-                              [&](int64_t begin, int64_t end) {
-    std::vector<T> buf(static_cast<size_t>(9 * W));
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / E, e = task % E;
-      edge_grad<T, MODE>(L, b, e, S.data() + b * plane,
-                         MODE == kSoftOr ? F.data() + b * plane : nullptr,
-                         MODE != kSumClamp ? idx.data() + b * plane : nullptr, need.strength,
-                         acc.data() + task * P, buf.data());
-    }
-  });
+  if (MODE == kMax) {
+    // winners' terms per (sample, row block), then summed over the blocks in order
+    const int64_t Q = 10 + 2 * C;
+    std::vector<double> part(static_cast<size_t>(B * nb * E * Q), 0.0);
+    torch::stable::parallel_for(0, B * nb, grain_for(B * nb, a), [&](int64_t begin,
+                                                                     int64_t end) {
+      std::vector<EdgeP<T>> edges(static_cast<size_t>(E));
+      int64_t cached = -1;
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / nb, blk = task % nb;
+        if (b != cached) {
+          for (int64_t e = 0; e < E; ++e) edges[e] = L.edge(b, e);
+          cached = b;
+        }
+        const int64_t y0 = blk * kRowBlock, y1 = std::min(H, y0 + kRowBlock);
+        max_grad_block<T>(L, edges, b, y0, y1, S.data() + b * plane, idx + b * plane,
+                          part.data() + task * E * Q);
+      }
+    });
+    torch::stable::parallel_for(0, B * E, grain_for(B * E, a), [&](int64_t begin,
+                                                                   int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / E, e = task % E;
+        std::vector<double> r(static_cast<size_t>(Q), 0.0);
+        for (int64_t blk = 0; blk < nb; ++blk) {
+          const double* p = part.data() + ((b * nb + blk) * E + e) * Q;
+          for (int64_t q = 0; q < Q; ++q) r[q] += p[q];
+        }
+        double* out = acc.data() + task * P;
+        const GradTerms<double> sum{r[0], r[1], r[2], r[3], r[4],
+                                    r[5], r[6], r[7], r[8], r[9]};
+        finish_edge_grad(L.edge(b, e), sum, out);
+        for (int64_t q = 0; q < 2 * C; ++q) out[kAccFixed + q] = r[10 + q];
+      }
+    });
+  } else {
+    torch::stable::parallel_for(0, B * E, grain_for(B * E, a), [&](int64_t begin,
+                                                                   int64_t end) {
+      std::vector<T> buf(static_cast<size_t>(9 * W));
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / E, e = task % E;
+        edge_grad<T, MODE>(L, b, e, S.data() + b * plane,
+                           MODE == kSoftOr ? F + b * plane : nullptr,
+                           MODE != kSumClamp ? idx + b * plane : nullptr,
+                           need.strength, acc.data() + task * P, buf.data());
+      }
+    });
+  }
   // Per-sample gathers: points always; strength, sigma and colours when batched.
   const bool cb = a.c_b;
   torch::stable::parallel_for(0, B, grain_for(B, a), [&](int64_t begin, int64_t end) {
@@ -371,34 +564,43 @@ void backward_impl(const Lines<T>& L, const T* g, Needs need, T* gp, T* gw, T* g
   }
 }
 
-Tensor sketch_render_forward_cpu(const Tensor& points, const Tensor& strength,
-                                 const Tensor& sigma, const std::optional<Tensor>& colors,
-                                 int64_t height, int64_t width, std::string composite,
-                                 double cutoff) {
+std::tuple<Tensor, Tensor, Tensor> sketch_render_forward_cpu(
+    const Tensor& points, const Tensor& strength, const Tensor& sigma,
+    const std::optional<Tensor>& colors, int64_t height, int64_t width, std::string composite,
+    double cutoff, bool keep_state) {
   const Composite mode =
       check_args(kOp, points, strength, sigma, colors, height, width, composite, cutoff);
   const int64_t B = points.size(0);
   const int64_t C = colors.has_value() ? colors->size(2) : 1;
   Tensor out = torch::stable::new_empty(points, {B, C, height, width});
-  if (B == 0) return out;
+  Tensor state = torch::stable::new_empty(
+      points, state_shape(mode, keep_state, B, C, height, width), state_dtype(points.scalar_type()));
+  Tensor index = torch::stable::new_empty(
+      points, state_index_shape(mode, keep_state, B, C, height, width), ScalarType::Int);
+  if (B == 0) return {out, state, index};
   dispatch_cpu_floating(kOp, points.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     const Lines<T> L(make_args<T>(points, strength, sigma, colors, height, width, cutoff));
+    const State<T> keep{state.numel() ? state.mutable_data_ptr<T>() : nullptr,
+                        index.numel() ? index.mutable_data_ptr<int32_t>() : nullptr};
     dispatch_composite(mode, [&](auto m) {
-      forward_impl<T, decltype(m)::value>(L, out.mutable_data_ptr<T>());
+      forward_impl<T, decltype(m)::value>(L, out.mutable_data_ptr<T>(), keep);
     });
   });
-  return out;
+  return {out, state, index};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> sketch_render_backward_cpu(
     const Tensor& grad, const Tensor& points, const Tensor& strength, const Tensor& sigma,
-    const std::optional<Tensor>& colors, int64_t height, int64_t width, std::string composite,
-    double cutoff, bool need_strength, bool need_sigma, bool need_colors) {
+    const std::optional<Tensor>& colors, const Tensor& state, const Tensor& state_index,
+    int64_t height, int64_t width, std::string composite, double cutoff, bool need_strength,
+    bool need_sigma, bool need_colors) {
   const Composite mode =
       check_args(kBackwardOp, points, strength, sigma, colors, height, width, composite, cutoff);
   check_grad(grad, points, colors, height, width);
   const int64_t B = points.size(0), K = points.size(1);
+  const int64_t C = colors.has_value() ? colors->size(2) : 1;
+  const bool kept = check_state(state, state_index, points, mode, C, height, width);
   need_colors = need_colors && colors.has_value();
   // Each gradient has the shape of its input (or [0] when not needed).
   Tensor gp = torch::stable::new_empty(points, {B, K, 2});
@@ -415,9 +617,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sketch_render_backward_cpu(
   dispatch_cpu_floating(kBackwardOp, points.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     const Lines<T> L(make_args<T>(points, strength, sigma, colors, height, width, cutoff));
+    const KeptState<T> st{kept && state.numel() ? state.const_data_ptr<T>() : nullptr,
+                          kept && state_index.numel() ? state_index.const_data_ptr<int32_t>()
+                                                      : nullptr};
     dispatch_composite(mode, [&](auto m) {
       backward_impl<T, decltype(m)::value>(
-          L, grad.const_data_ptr<T>(), Needs{need_strength, need_sigma, need_colors},
+          L, grad.const_data_ptr<T>(), st, Needs{need_strength, need_sigma, need_colors},
           gp.mutable_data_ptr<T>(), need_strength ? gw.mutable_data_ptr<T>() : nullptr,
           need_sigma ? gs.mutable_data_ptr<T>() : nullptr,
           need_colors ? gc.mutable_data_ptr<T>() : nullptr);

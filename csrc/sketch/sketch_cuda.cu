@@ -55,11 +55,22 @@ struct SEdge {
 };
 
 // ---------------------------------------------------------------- per-pixel pass
-template <typename T, int MODE, bool PRE>
+// Where the per-pixel pass writes. Forward: `out`, and with a kept state `value` (sum_clamp:
+// the sums; soft_or: pex then, one [B, C, H, W] plane later, fm) and `index`. Backward
+// state pass (grad given): coefA = composite_coef, coefB = soft_or's fm, index.
+template <typename T>
+struct PixelOut {
+  T* out;
+  const T* grad;
+  acc_t<T>* value;
+  acc_t<T>* coefA;
+  acc_t<T>* coefB;
+  int32_t* index;
+};
+
+template <typename T, int MODE, bool TRACK>
 __global__ void __launch_bounds__(kPixThreads)
-    pixel_kernel(const Launch<T> L, const T* __restrict__ grad, T* __restrict__ out,
-                 acc_t<T>* __restrict__ coefA, acc_t<T>* __restrict__ coefB,
-                 int32_t* __restrict__ idx) {
+    pixel_kernel(const Launch<T> L, const PixelOut<T> w) {
   using A = acc_t<T>;
   const Args<T>& a = L.a;
   __shared__ SEdge<A> sh[kChunk];
@@ -77,11 +88,12 @@ __global__ void __launch_bounds__(kPixThreads)
   const A px = static_cast<A>(x), py = static_cast<A>(y);
   const int64_t HW = a.H * a.W;
   for (int64_t b = blockIdx.y; b < a.B; b += gridDim.y) {
-    A st[kCG], fm[kCG];
+    A st[kCG], pex[kCG], fm[kCG];
     int32_t id[kCG];
 #pragma unroll
     for (int k = 0; k < kCG; ++k) {
       st[k] = composite_init<MODE, A>();
+      pex[k] = A(1);
       fm[k] = A(1);
       id[k] = -1;
     }
@@ -125,8 +137,8 @@ __global__ void __launch_bounds__(kPixThreads)
 #pragma unroll
         for (int k = 0; k < kCG; ++k) {
           if (k >= L.nc) break;
-          composite_add<MODE, PRE>(st[k], fm[k], id[k], I * line_color(sh[q].ci[k], sh[q].dc[k], g.t),
-                                   ie);
+          const A v = line_value(I, line_color(sh[q].ci[k], sh[q].dc[k], g.t));
+          composite_add<MODE, TRACK>(st[k], pex[k], fm[k], id[k], v, ie);
         }
       }
     }
@@ -135,16 +147,32 @@ __global__ void __launch_bounds__(kPixThreads)
       for (int k = 0; k < kCG; ++k) {
         if (k >= L.nc) break;
         const int64_t o = (b * a.C + L.c0 + k) * HW + y * a.W + x;
-        if (!PRE) {
-          out[o] = static_cast<T>(composite_out<MODE>(st[k]));
-        } else {
-          coefA[o] = composite_coef<MODE>(st[k], load(grad, o));
-          if (MODE == kSoftOr) coefB[o] = fm[k];
-          if (MODE != kSumClamp) idx[o] = id[k];
+        if (w.grad == nullptr) {  // forward
+          w.out[o] = static_cast<T>(composite_out<MODE>(st[k]));
+          if (MODE == kSumClamp && w.value) w.value[o] = st[k];
+          if (MODE == kSoftOr && TRACK) {
+            w.value[o] = pex[k];
+            w.value[a.B * a.C * HW + o] = fm[k];
+          }
+        } else {  // the backward's state pass
+          w.coefA[o] = composite_coef<MODE>(st[k], pex[k], load(w.grad, o));
+          if (MODE == kSoftOr) w.coefB[o] = fm[k];
         }
+        if (TRACK) w.index[o] = id[k];
       }
     }
   }
+}
+
+// The backward's coefficients from a kept state: coefA = composite_coef.
+template <typename T, int MODE>
+__global__ void coef_kernel(int64_t n, const T* __restrict__ grad,
+                            const acc_t<T>* __restrict__ value, acc_t<T>* __restrict__ coefA) {
+  using A = acc_t<T>;
+  const int64_t o = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (o >= n) return;
+  coefA[o] = composite_coef<MODE>(value ? value[o] : A(0), MODE == kSoftOr ? value[o] : A(1),
+                                  load(grad, o));
 }
 
 // ---------------------------------------------------------------- per-line sums
@@ -195,12 +223,13 @@ __global__ void __launch_bounds__(kEdgeThreads)
           A gI = A(0), gt = A(0);
           const int64_t pix = y * a.W + x;
           for (int64_t k = 0; k < a.C; ++k) {
-            const A c0 = ci ? load(ci, k) : A(1);
-            const A dc = ci ? load(cj, k) - c0 : A(0);
+            const A c0 = ci ? end_color(load(ci, k), ep.w) : A(1);
+            const A dc = ci ? end_color(load(cj, k), ep.w) - c0 : A(0);
             const A c = line_color(c0, dc, g.t);
             const int64_t o = (b * a.C + k) * HW + pix;
             const A gv = composite_grad<MODE>(coefA[o], MODE == kSoftOr ? coefB[o] : A(1),
-                                              MODE != kSumClamp ? idx[o] : -1, ie, I * c);
+                                              MODE != kSumClamp ? idx[o] : -1, ie,
+                                              line_value(I, c));
             gI += gv * c;
             const A gvI = gv * I;
             gt += gvI * dc;
@@ -336,39 +365,51 @@ dim3 pixel_grid(int64_t B, int64_t H, int64_t W) {
 
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + 255) / 256); }
 
-Tensor sketch_render_forward_cuda(const Tensor& points, const Tensor& strength,
-                                  const Tensor& sigma, const std::optional<Tensor>& colors,
-                                  int64_t height, int64_t width, std::string composite,
-                                  double cutoff) {
+std::tuple<Tensor, Tensor, Tensor> sketch_render_forward_cuda(
+    const Tensor& points, const Tensor& strength, const Tensor& sigma,
+    const std::optional<Tensor>& colors, int64_t height, int64_t width, std::string composite,
+    double cutoff, bool keep_state) {
   const Composite mode =
       check_args(kOp, points, strength, sigma, colors, height, width, composite, cutoff);
   torch::stable::accelerator::DeviceGuard guard(points.get_device_index());
   const int64_t B = points.size(0);
   const int64_t C = colors.has_value() ? colors->size(2) : 1;
   Tensor out = torch::stable::new_empty(points, {B, C, height, width});
-  if (B == 0) return out;
+  Tensor state = torch::stable::new_empty(
+      points, state_shape(mode, keep_state, B, C, height, width), state_dtype(points.scalar_type()));
+  Tensor index = torch::stable::new_empty(
+      points, state_index_shape(mode, keep_state, B, C, height, width), ScalarType::Int);
+  if (B == 0) return {out, state, index};
   const cudaStream_t stream = current_stream(points);
   dispatch_cuda_floating(kOp, points.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
+    using A = acc_t<T>;
     Launch<T> L{make_args<T>(points, strength, sigma, colors, height, width, cutoff), 0, 1};
+    const PixelOut<T> w{out.mutable_data_ptr<T>(), nullptr,
+                        state.numel() ? state.mutable_data_ptr<A>() : nullptr, nullptr, nullptr,
+                        index.numel() ? index.mutable_data_ptr<int32_t>() : nullptr};
     dispatch_composite(mode, [&](auto m) {
       constexpr int M = decltype(m)::value;
       for (int64_t c0 = 0; c0 < C; c0 += kCG) {
         L.c0 = c0;
         L.nc = static_cast<int>(std::min<int64_t>(kCG, C - c0));
-        pixel_kernel<T, M, false><<<pixel_grid(B, height, width), kPixThreads, 0, stream>>>(
-            L, nullptr, out.mutable_data_ptr<T>(), nullptr, nullptr, nullptr);
+        if (keep_state && M != kSumClamp) {
+          pixel_kernel<T, M, true><<<pixel_grid(B, height, width), kPixThreads, 0, stream>>>(L, w);
+        } else {
+          pixel_kernel<T, M, false><<<pixel_grid(B, height, width), kPixThreads, 0, stream>>>(L, w);
+        }
         check_launch(kOp);
       }
     });
   });
-  return out;
+  return {out, state, index};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> sketch_render_backward_cuda(
     const Tensor& grad, const Tensor& points, const Tensor& strength, const Tensor& sigma,
-    const std::optional<Tensor>& colors, int64_t height, int64_t width, std::string composite,
-    double cutoff, bool need_strength, bool need_sigma, bool need_colors) {
+    const std::optional<Tensor>& colors, const Tensor& state, const Tensor& state_index,
+    int64_t height, int64_t width, std::string composite, double cutoff, bool need_strength,
+    bool need_sigma, bool need_colors) {
   const Composite mode =
       check_args(kBackwardOp, points, strength, sigma, colors, height, width, composite, cutoff);
   check_grad(grad, points, colors, height, width);
@@ -376,6 +417,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sketch_render_backward_cuda(
   const int64_t B = points.size(0), K = points.size(1);
   const int64_t E = K * (K - 1) / 2;
   const int64_t C = colors.has_value() ? colors->size(2) : 1;
+  const bool kept = check_state(state, state_index, points, mode, C, height, width);
   need_colors = need_colors && colors.has_value();
   // Each gradient has the shape of its input (or [0] when not needed).
   Tensor gp = torch::stable::new_empty(points, {B, K, 2});
@@ -390,30 +432,47 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sketch_render_backward_cuda(
     return {gp, gw, gs, gc};
   }
   const cudaStream_t stream = current_stream(points);
-  const ScalarType acc_st =
-      points.scalar_type() == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
+  const ScalarType acc_st = state_dtype(points.scalar_type());
   const bool soft_or = mode == kSoftOr, with_idx = mode != kSumClamp;
+  const int64_t n = B * C * height * width;
   const std::vector<int64_t> plane{B, C, height, width}, none{0};
+  // Per pixel and channel: coefA (composite_coef), coefB (soft_or's fm), idx (soft_or's /
+  // max's tracked line): from the kept state, or from a state pass.
   Tensor coefA = torch::stable::new_empty(points, plane, acc_st);
-  Tensor coefB = torch::stable::new_empty(points, soft_or ? plane : none, acc_st);
-  Tensor idx = torch::stable::new_empty(points, with_idx ? plane : none, ScalarType::Int);
+  Tensor coefB = torch::stable::new_empty(points, soft_or && !kept ? plane : none, acc_st);
+  Tensor idx = torch::stable::new_empty(points, with_idx && !kept ? plane : none, ScalarType::Int);
   Tensor acc = torch::stable::new_empty(points, {B, E, kAccFixed + 2 * C}, acc_st);
   dispatch_cuda_floating(kBackwardOp, points.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;
     Launch<T> L{make_args<T>(points, strength, sigma, colors, height, width, cutoff), 0, 1};
     A* pA = coefA.mutable_data_ptr<A>();
-    A* pB = soft_or ? coefB.mutable_data_ptr<A>() : nullptr;
-    int32_t* pI = with_idx ? idx.mutable_data_ptr<int32_t>() : nullptr;
+    const A* kv = kept && state.numel() ? state.const_data_ptr<A>() : nullptr;
+    const A* pB = !soft_or ? nullptr : (kept ? kv + n : coefB.mutable_data_ptr<A>());
+    const int32_t* pI = !with_idx ? nullptr
+                                  : (kept ? state_index.const_data_ptr<int32_t>()
+                                          : idx.mutable_data_ptr<int32_t>());
     A* pacc = acc.mutable_data_ptr<A>();
     dispatch_composite(mode, [&](auto m) {
       constexpr int M = decltype(m)::value;
-      for (int64_t c0 = 0; c0 < C; c0 += kCG) {
-        L.c0 = c0;
-        L.nc = static_cast<int>(std::min<int64_t>(kCG, C - c0));
-        pixel_kernel<T, M, true><<<pixel_grid(B, height, width), kPixThreads, 0, stream>>>(
-            L, grad.const_data_ptr<T>(), nullptr, pA, pB, pI);
+      if (kept) {
+        coef_kernel<T, M><<<blocks_for(n), 256, 0, stream>>>(n, grad.const_data_ptr<T>(), kv,
+                                                              pA);
         check_launch(kBackwardOp);
+      } else {
+        const PixelOut<T> w{nullptr,
+                            grad.const_data_ptr<T>(),
+                            nullptr,
+                            pA,
+                            soft_or ? coefB.mutable_data_ptr<A>() : nullptr,
+                            with_idx ? idx.mutable_data_ptr<int32_t>() : nullptr};
+        for (int64_t c0 = 0; c0 < C; c0 += kCG) {
+          L.c0 = c0;
+          L.nc = static_cast<int>(std::min<int64_t>(kCG, C - c0));
+          pixel_kernel<T, M, M != kSumClamp>
+              <<<pixel_grid(B, height, width), kPixThreads, 0, stream>>>(L, w);
+          check_launch(kBackwardOp);
+        }
       }
       if (E > 0) {
         const dim3 grid(static_cast<unsigned>(E), static_cast<unsigned>(std::min(B, kMaxGridY)));
