@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._checks import check_positive, check_size, shape_str
+from ._checks import check_dtype, check_positive, check_size, shape_str
 
 __all__ = [
     "STICKMAN2D_EDGES",
@@ -127,6 +127,7 @@ def edges_to_adjacency(
             f"`edges` must hold indices in [0, {num_keypoints}) (num_keypoints), got "
             f"values in [{int(e.min())}, {int(e.max())}]"
         )
+    check_dtype(dtype)
     dtype = dtype or torch.get_default_dtype()
     device = device if device is not None else e.device
     e = e.to(device)
@@ -233,6 +234,7 @@ def stickman2d(
     size = check_size(size)[0]
     sigma = check_positive(sigma, "sigma")
     _check_generator(generator)
+    check_dtype(dtype)
     dtype = dtype or torch.get_default_dtype()
 
     alpha = torch.deg2rad(_uniform(2 * n, *_ARM_RANGE, generator)).view(2, n)
@@ -467,6 +469,7 @@ def stickman3d(
     if isinstance(blur, bool) or not isinstance(blur, (int, float)) or not blur >= 0:
         raise ValueError(f"`blur` must be a float >= 0, got {blur!r}")
     _check_generator(generator)
+    check_dtype(dtype)
     dtype = dtype or torch.get_default_dtype()
 
     local = _local_rotations(n, generator)

@@ -78,13 +78,17 @@ def gaussian_heatmaps(
         (height, width), normalized=False, device=points.device, dtype=points.dtype
     )
     if isinstance(sigma, torch.Tensor):
-        sigma = sigma.to(device=points.device, dtype=points.dtype)
-        scale = (0.5 / sigma**2).unsqueeze(-1)  # [..., 1]
-    else:
-        scale = 0.5 / sigma**2
-    gx = torch.exp(-((xs - pts[..., 0:1]) ** 2) * scale)  # [..., W]
-    gy = torch.exp(-((ys - pts[..., 1:2]) ** 2) * scale)  # [..., H]
+        sigma = sigma.to(device=points.device, dtype=points.dtype).unsqueeze(-1)  # [..., 1]
+    gx = _gaussian((xs - pts[..., 0:1]) / sigma)  # [..., W]
+    gy = _gaussian((ys - pts[..., 1:2]) / sigma)  # [..., H]
     return gy.unsqueeze(-1) * gx.unsqueeze(-2)
+
+
+def _gaussian(u: torch.Tensor) -> torch.Tensor:
+    """``exp(-u^2 / 2)``, with ``|u|`` clamped at 40 (where it is 0 in every dtype anyway),
+    so that an infinite offset (a vanishing ``sigma``) has value 0 and gradient 0."""
+    u = u.clamp(-40.0, 40.0)
+    return torch.exp(-0.5 * u * u)
 
 
 def concentration_loss(

@@ -236,9 +236,11 @@ def procrustes_align(
         reflection: allow improper rotations (det -1).
 
     Returns:
-        ``[..., K, D]`` aligned ``pred``: :math:`s X R + \bar P`. A sample whose ``pred``
-        is a single point (:math:`X = 0`) maps to the target's centroid. Differentiable
-        through ``torch.linalg.svd`` (its gradient is unstable when singular values of
+        ``[..., K, D]`` aligned ``pred``: :math:`s X R + \bar P`, in the dtype of ``pred``
+        (float16/bfloat16 are computed in float32). A sample whose ``pred`` is a single
+        point (:math:`X = 0`) maps to the target's centroid; a sample with a non-finite
+        entry is NaN (the others are unaffected). Differentiable through
+        ``torch.linalg.svd`` (its gradient is unstable when singular values of
         :math:`X^\top Y` coincide, e.g. for degenerate, collinear poses).
 
     Example:
@@ -256,12 +258,19 @@ def procrustes_align(
     check_shape(
         target, "target", f"{shape_str(pred.shape)} (as `pred`)", target.shape == pred.shape
     )
+    out_dtype = pred.dtype
+    work = torch.promote_types(out_dtype, torch.float32)  # svd has no float16/bfloat16
+    pred, target = pred.to(work), target.to(work)
     mu_p = pred.mean(-2, keepdim=True)
     mu_t = target.mean(-2, keepdim=True)
     x = pred - mu_p
     y = target - mu_t
     h = x.transpose(-1, -2) @ y  # [..., D, D]
-    u, sv, vh = torch.linalg.svd(h)
+    # a sample with a non-finite entry would make the batched svd fail for all: it gets
+    # the identity there and NaN in the result
+    bad = ~torch.isfinite(h).all(-1).all(-1)
+    eye = torch.eye(h.shape[-1], dtype=h.dtype, device=h.device)
+    u, sv, vh = torch.linalg.svd(torch.where(bad[..., None, None], eye, h))
     if reflection:
         signs = torch.ones_like(sv)
     else:
@@ -275,7 +284,8 @@ def procrustes_align(
         s = s[..., None, None]
     else:
         s = 1.0
-    return s * (x @ rot) + mu_t
+    out = torch.where(bad[..., None, None], torch.nan, s * (x @ rot) + mu_t)
+    return out.to(out_dtype)
 
 
 def pa_mpjpe(

@@ -55,7 +55,15 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ._checks import check_points, check_positive, check_same, check_size, check_tensor, shape_str
+from ._checks import (
+    check_points,
+    check_positive,
+    check_same,
+    check_size,
+    check_tensor,
+    check_values,
+    shape_str,
+)
 from ._native import NativeOp
 from .coords import denormalize_points
 
@@ -92,8 +100,7 @@ def _prepare(points, adjacency, size, sigma, colors, composite, normalized):
             f"`points` must have K >= 2 keypoints ([B, K, 2]), got {shape_str(points.shape)}"
         )
     height, width = check_size(size)
-    if not isinstance(adjacency, torch.Tensor):
-        raise TypeError(f"`adjacency` must be a torch.Tensor, got {type(adjacency).__name__}")
+    check_tensor(adjacency, "adjacency", floating=False)
     if adjacency.dtype == torch.bool or not (
         adjacency.is_floating_point() or adjacency.is_complex()
     ):
@@ -124,13 +131,13 @@ def _prepare(points, adjacency, size, sigma, colors, composite, normalized):
         s = sigma[..., iu, ju]
         if s.dim() == 1:
             s = s.unsqueeze(0)
-        if s.device.type == "cpu" and not torch.compiler.is_compiling() and s.numel():
-            if not bool(((s > 0) & torch.isfinite(s)).all()):
-                raise ValueError(
-                    "`sigma` must be finite and > 0 in every entry i < j (the entries read; "
-                    f"use any positive value for pairs that are not drawn), got min "
-                    f"{float(s.min())}"
-                )
+        ok = (s > 0) & torch.isfinite(s)
+        msg = (
+            "`sigma` must be finite and > 0 in every entry i < j (the entries read; use any "
+            "positive value for pairs that are not drawn)"
+        )
+        if not check_values(ok, msg):
+            s = torch.where(ok, s, torch.nan)  # (CUDA) a bad width draws a NaN image
     else:
         s = torch.full(
             (1, e), check_positive(sigma, "sigma"), dtype=points.dtype, device=points.device
@@ -402,8 +409,9 @@ def sketch_render(
         size: output ``(H, W)`` or an int for a square image (each >= 2).
         sigma: line width in pixels, ``> 0``: a float, or per line ``[K, K]`` /
             ``[B, K, K]`` (upper triangle read; differentiable). Tensor values are checked
-            only on CPU (on CUDA a non-positive width draws like its absolute value, 0 not
-            at all).
+            on CPU (a ``RuntimeError`` under ``torch.compile``); on CUDA, where that would
+            need a host sync, a non-positive or non-finite width makes the image NaN.
+            Widths below about ``1e-19`` px (float32; ``1e-154`` float64) draw nothing.
         colors: ``None`` (one channel, colour 1), ``[C]`` (one colour for every line) or
             ``[B, K, C]`` per-keypoint colours graded linearly along each line.
             Differentiable.
@@ -415,8 +423,10 @@ def sketch_render(
         ``[B, C, H, W]`` sketch in the dtype of ``points`` (``C = 1`` without colours).
         Differentiable w.r.t. ``points``, ``adjacency``, ``sigma`` and ``colors`` (first
         order through the native kernels, higher orders through the reference).
-        NaN in an input makes the affected lines' pixels NaN (NaN in a point or width:
-        the whole image).
+        NaN in an input makes the affected lines' pixels NaN: a NaN strength or colour
+        the pixels that line draws (a line of strength 0 is never drawn), a NaN point or
+        width the whole image (its cutoff region is unbounded). Both backends agree on
+        values, gradients and which entries are finite (see the behaviour page).
 
     Raises:
         TypeError: non-tensor or non-floating ``points``/``colors``/``sigma``, mismatched
@@ -425,8 +435,9 @@ def sketch_render(
             unknown ``composite``, tensors on different devices.
 
     Cost: native kernels ``O(B (E + sum over drawn lines of their capsule's pixels))``
-    time and ``O(B C H W)`` memory (the output, and two or three such buffers in the
-    backward); the reference ``O(B E C H W)`` time in chunks of about 1M elements.
+    time and ``O(B C H W)`` memory (the output; with a gradient, one more such buffer
+    kept for the backward and two or three during it); the reference ``O(B E C H W)``
+    time in chunks of about 1M elements.
 
     Example:
         >>> pts = torch.tensor([[[2.0, 2.0], [12.0, 2.0], [12.0, 9.0]]])

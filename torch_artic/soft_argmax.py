@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._checks import check_positive, check_shape, check_tensor, shape_str
+from ._checks import check_positive, check_shape, check_tensor, check_values, shape_str
 from .coords import pixel_coordinates
 
 __all__ = ["SoftArgmax2dResult", "soft_argmax2d"]
@@ -50,13 +50,16 @@ def _check_heatmaps(heatmaps, name: str = "heatmaps") -> torch.Tensor:
 
 
 def _check_scale(value, name: str, lead: torch.Size, like: torch.Tensor, what: str):
-    """A positive float, or a floating tensor broadcastable to ``lead`` (returned as is).
+    """A positive float, or a floating tensor broadcastable to ``lead``, floored at the
+    smallest normal number of ``like``'s compute dtype (so that a tiny scale gives the
+    limit, not an underflow to 0 and NaN).
 
-    Tensor values are checked (> 0 and finite) only on CPU outside ``torch.compile``: on
-    CUDA that would need a host-device synchronisation.
+    Tensor values are checked (> 0 and finite) by :func:`~torch_artic._checks.check_values`:
+    a ValueError on CPU (RuntimeError under torch.compile); on CUDA bad entries become NaN.
     """
+    tiny = torch.finfo(torch.promote_types(like.dtype, torch.float32)).tiny
     if not isinstance(value, torch.Tensor):
-        return check_positive(value, name)
+        return max(check_positive(value, name), tiny)
     check_tensor(value, name)
     if value.device != like.device and not (value.dim() == 0 and value.device.type == "cpu"):
         raise ValueError(
@@ -71,10 +74,10 @@ def _check_scale(value, name: str, lead: torch.Size, like: torch.Tensor, what: s
             f"`{name}` must be a positive float or a tensor broadcastable to "
             f"{shape_str(lead)} (the leading shape of `{what}`), got {shape_str(value.shape)}"
         )
-    if value.device.type == "cpu" and not torch.compiler.is_compiling():
-        if not bool(((value > 0) & torch.isfinite(value)).all()):
-            raise ValueError(f"`{name}` must be finite and > 0 everywhere")
-    return value
+    good = (value > 0) & torch.isfinite(value)
+    if not check_values(good, f"`{name}` must be finite and > 0 everywhere"):
+        value = torch.where(good, value, torch.nan)  # (CUDA) NaN results for bad entries
+    return value.clamp_min(tiny)
 
 
 def _probabilities(h: torch.Tensor, temperature) -> torch.Tensor:

@@ -128,4 +128,42 @@ inline std::vector<int64_t> shape_of(const Tensor& t) {
   return std::vector<int64_t>(s.begin(), s.end());
 }
 
+inline int64_t element_size(ScalarType st) {
+  switch (st) {
+    case ScalarType::Double:
+    case ScalarType::Long: return 8;
+    case ScalarType::Half:
+    case ScalarType::BFloat16: return 2;
+    case ScalarType::Bool: return 1;
+    default: return 4;
+  }
+}
+
+// A new uninitialised tensor on `like`'s device: every output and every large scratch
+// buffer of a kernel comes from here, so that running out of memory is an error that
+// says what could not be allocated and how large it was (through the stable ABI torch's
+// own allocator message is lost).
+inline Tensor empty(const char* op, const Tensor& like, const std::vector<int64_t>& shape,
+                    ScalarType dtype, const char* what) {
+  try {
+    return torch::stable::new_empty(like, shape, dtype);
+  } catch (const std::exception&) {
+    double bytes = static_cast<double>(element_size(dtype));
+    std::ostringstream dims;
+    dims << "[";
+    for (size_t d = 0; d < shape.size(); ++d) {
+      bytes *= static_cast<double>(shape[d]);
+      dims << (d ? ", " : "") << shape[d];
+    }
+    dims << "]";
+    detail::fail(op, "could not allocate ", what, " ", dims.str(), " ", dtype_name(dtype), " (",
+                 bytes, " bytes) on ", device_str(like), ": out of memory?");
+  }
+}
+
+inline Tensor empty(const char* op, const Tensor& like, const std::vector<int64_t>& shape,
+                    const char* what) {
+  return empty(op, like, shape, like.scalar_type(), what);
+}
+
 }  // namespace torch_artic

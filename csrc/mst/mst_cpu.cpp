@@ -71,8 +71,8 @@ void prim_graphs(const T* w, int64_t N, int64_t K, int64_t* parent, int64_t* ord
 std::tuple<Tensor, Tensor> mst_prim_cpu(const Tensor& costs) {
   check_args(costs);
   const int64_t N = costs.size(0), K = costs.size(1);
-  Tensor parent = torch::stable::new_empty(costs, {N, K}, ScalarType::Long);
-  Tensor order = torch::stable::new_empty(costs, {N, K}, ScalarType::Long);
+  Tensor parent = empty(kOp, costs, {N, K}, ScalarType::Long, "parent");
+  Tensor order = empty(kOp, costs, {N, K}, ScalarType::Long, "order");
   if (N == 0 || K == 0) return {parent, order};
   int64_t* p = parent.mutable_data_ptr<int64_t>();
   int64_t* o = order.mutable_data_ptr<int64_t>();

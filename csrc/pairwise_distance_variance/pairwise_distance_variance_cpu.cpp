@@ -87,9 +87,11 @@ void stats_cpu(const Tensor& points, const std::optional<Tensor>& confidence, Te
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>({B, 16, budget}));
   const int64_t per = (B + chunks - 1) / chunks;
   const int64_t nacc = c ? 4 : 2;
-  std::vector<double> accbuf(static_cast<size_t>(chunks * nacc * KK), 0.0);
+  Tensor accbuf = empty(kOp, points, {chunks * nacc * KK}, ScalarType::Double, "float64 sums");
+  double* accp = accbuf.mutable_data_ptr<double>();
+  std::fill(accp, accp + chunks * nacc * KK, 0.0);
   auto acc_of = [&](int64_t ch) {
-    double* base = accbuf.data() + ch * nacc * KK;
+    double* base = accp + ch * nacc * KK;
     return Sums{base, base + KK, c ? base + 2 * KK : nullptr, c ? base + 3 * KK : nullptr};
   };
   // Small problems run on the calling thread: waking the pool costs more than the work.
@@ -143,10 +145,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> pairwise_distance_stats_cpu(
     const Tensor& points, const std::optional<Tensor>& confidence) {
   check_args(kOp, points, confidence);
   const int64_t K = points.size(1);
-  Tensor wsum = torch::stable::new_empty(points, {K, K});
-  Tensor w2sum = torch::stable::new_empty(points, {K, K});
-  Tensor mean = torch::stable::new_empty(points, {K, K});
-  Tensor m2 = torch::stable::new_empty(points, {K, K});
+  Tensor wsum = empty(kOp, points, {K, K}, "wsum");
+  Tensor w2sum = empty(kOp, points, {K, K}, "w2sum");
+  Tensor mean = empty(kOp, points, {K, K}, "mean");
+  Tensor m2 = empty(kOp, points, {K, K}, "m2");
   dispatch_cpu_floating(kOp, points.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     dispatch_dim(points.size(2), [&](auto dd) {
@@ -241,9 +243,10 @@ std::tuple<Tensor, Tensor> pairwise_distance_stats_backward_cpu(
     const Tensor& coef_m2, const Tensor& coef_mean, const Tensor& coef_wsum,
     const Tensor& coef_w2sum) {
   check_backward_args(points, confidence, mean, coef_m2, coef_mean, coef_wsum, coef_w2sum);
-  Tensor gp = torch::stable::new_empty(points, shape_of(points));
-  Tensor gc = confidence.has_value() ? torch::stable::new_empty(points, shape_of(*confidence))
-                                     : torch::stable::new_empty(points, {0});
+  Tensor gp = empty(kBackwardOp, points, shape_of(points), "grad_points");
+  Tensor gc = empty(kBackwardOp, points,
+                    confidence.has_value() ? shape_of(*confidence) : std::vector<int64_t>{0},
+                    "grad_confidence");
   dispatch_cpu_floating(kBackwardOp, points.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     dispatch_dim(points.size(2), [&](auto dd) {

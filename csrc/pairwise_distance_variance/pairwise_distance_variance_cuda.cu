@@ -119,10 +119,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> pairwise_distance_stats_cuda(
   check_args(kOp, points, confidence);
   torch::stable::accelerator::DeviceGuard guard(points.get_device_index());
   const int64_t B = points.size(0), K = points.size(1), D = points.size(2);
-  Tensor wsum = torch::stable::new_empty(points, {K, K});
-  Tensor w2sum = torch::stable::new_empty(points, {K, K});
-  Tensor mean = torch::stable::new_empty(points, {K, K});
-  Tensor m2 = torch::stable::new_empty(points, {K, K});
+  Tensor wsum = empty(kOp, points, {K, K}, "wsum");
+  Tensor w2sum = empty(kOp, points, {K, K}, "w2sum");
+  Tensor mean = empty(kOp, points, {K, K}, "mean");
+  Tensor m2 = empty(kOp, points, {K, K}, "m2");
   if (K == 0) return {wsum, w2sum, mean, m2};
   const cudaStream_t stream = current_stream(points);
   dispatch_cuda_floating(kOp, points.scalar_type(), [&](auto tag) {
@@ -146,9 +146,10 @@ std::tuple<Tensor, Tensor> pairwise_distance_stats_backward_cuda(
   check_backward_args(points, confidence, mean, coef_m2, coef_mean, coef_wsum, coef_w2sum);
   torch::stable::accelerator::DeviceGuard guard(points.get_device_index());
   const int64_t B = points.size(0), K = points.size(1), D = points.size(2);
-  Tensor gp = torch::stable::new_empty(points, shape_of(points));
-  Tensor gc = confidence.has_value() ? torch::stable::new_empty(points, shape_of(*confidence))
-                                     : torch::stable::new_empty(points, {0});
+  Tensor gp = empty(kBackwardOp, points, shape_of(points), "grad_points");
+  Tensor gc = empty(kBackwardOp, points,
+                    confidence.has_value() ? shape_of(*confidence) : std::vector<int64_t>{0},
+                    "grad_confidence");
   const int64_t rows = B * K;
   if (rows == 0) return {gp, gc};
   const cudaStream_t stream = current_stream(points);

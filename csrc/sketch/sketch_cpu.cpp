@@ -404,8 +404,8 @@ struct Needs {
 };
 
 template <typename T, int MODE>
-void backward_impl(const Lines<T>& L, const T* g, KeptState<T> kept, Needs need, T* gp, T* gw,
-                   T* gs, T* gc) {
+void backward_impl(const Tensor& like, const Lines<T>& L, const T* g, KeptState<T> kept,
+                   Needs need, T* gp, T* gw, T* gs, T* gc) {
   const Args<T>& a = L.a;
   const int64_t B = a.B, E = a.E, C = a.C, H = a.H, W = a.W, K = a.K;
   const int64_t plane = C * H * W;
@@ -413,11 +413,19 @@ void backward_impl(const Lines<T>& L, const T* g, KeptState<T> kept, Needs need,
   // Per pixel and channel: S = the backward coefficient (composite_coef), F = soft_or's
   // smallest factor, idx = soft_or's / max's tracked line; from the kept state when the
   // forward kept one, else from a state pass (the forward's work again).
-  std::vector<T> S(total);
-  std::vector<T> Fbuf(MODE == kSoftOr && !kept.value ? total : 0);
-  std::vector<int32_t> Ibuf(MODE != kSumClamp && !kept.index ? total : 0);
-  const T* F = MODE == kSoftOr ? (kept.value ? kept.value + total : Fbuf.data()) : nullptr;
-  const int32_t* idx = MODE != kSumClamp ? (kept.index ? kept.index : Ibuf.data()) : nullptr;
+  // (scratch buffers as tensors: running out of memory is then a clear error)
+  const int64_t n = static_cast<int64_t>(total);
+  const ScalarType dt = like.scalar_type();
+  Tensor St = empty(kBackwardOp, like, {n}, dt, "per-pixel coefficients");
+  Tensor Ft = empty(kBackwardOp, like, {MODE == kSoftOr && !kept.value ? n : 0}, dt,
+                    "per-pixel factors");
+  Tensor It = empty(kBackwardOp, like, {MODE != kSumClamp && !kept.index ? n : 0},
+                    ScalarType::Int, "per-pixel lines");
+  T* S = St.mutable_data_ptr<T>();
+  T* Fbuf = Ft.mutable_data_ptr<T>();
+  int32_t* Ibuf = It.mutable_data_ptr<int32_t>();
+  const T* F = MODE == kSoftOr ? (kept.value ? kept.value + total : Fbuf) : nullptr;
+  const int32_t* idx = MODE != kSumClamp ? (kept.index ? kept.index : Ibuf) : nullptr;
   const bool have = MODE == kSumClamp ? kept.value != nullptr
                                       : (kept.index != nullptr &&
                                          (MODE == kMax || kept.value != nullptr));
@@ -436,17 +444,17 @@ void backward_impl(const Lines<T>& L, const T* g, KeptState<T> kept, Needs need,
         st = MODE == kSumClamp ? kept.value + ob : nullptr;
         pex = MODE == kSoftOr ? kept.value + ob : nullptr;
       } else {
-        T* pbuf = MODE == kSoftOr ? S.data() + ob : nullptr;  // pex in place of S
+        T* pbuf = MODE == kSoftOr ? S + ob : nullptr;  // pex in place of S
         raster_block<T, MODE, MODE != kSumClamp>(
-            L, b, y0, y1, vbuf.data(), pbuf, MODE == kSoftOr ? Fbuf.data() + ob : nullptr,
-            MODE != kSumClamp ? Ibuf.data() + ob : nullptr, buf.data(), buf.data() + W);
+            L, b, y0, y1, vbuf.data(), pbuf, MODE == kSoftOr ? Fbuf + ob : nullptr,
+            MODE != kSumClamp ? Ibuf + ob : nullptr, buf.data(), buf.data() + W);
         st = vbuf.data();
         pex = pbuf;
       }
       for (int64_t k = 0; k < C; ++k) {
         for (int64_t y = y0; y < y1; ++y) {
           const int64_t o = (k * H + y) * W;
-          T* s = S.data() + ob + o;
+          T* s = S + ob + o;
           const T* gg = g + ob + o;
           const T* sv = st ? st + o : nullptr;
           const T* pv = pex ? pex + o : nullptr;
@@ -459,11 +467,15 @@ void backward_impl(const Lines<T>& L, const T* g, KeptState<T> kept, Needs need,
     }
   });
   const int64_t P = kAccFixed + 2 * C;
-  std::vector<double> acc(static_cast<size_t>(B * E * P));
+  Tensor acct = empty(kBackwardOp, like, {B * E * P}, ScalarType::Double, "per-line sums");
+  double* acc = acct.mutable_data_ptr<double>();
   if (MODE == kMax) {
     // winners' terms per (sample, row block), then summed over the blocks in order
     const int64_t Q = 10 + 2 * C;
-    std::vector<double> part(static_cast<size_t>(B * nb * E * Q), 0.0);
+    Tensor partt = empty(kBackwardOp, like, {B * nb * E * Q}, ScalarType::Double,
+                         "per-block line sums");
+    double* part = partt.mutable_data_ptr<double>();
+    std::fill(part, part + B * nb * E * Q, 0.0);
     torch::stable::parallel_for(0, B * nb, grain_for(B * nb, a), [&](int64_t begin,
                                                                      int64_t end) {
       std::vector<EdgeP<T>> edges(static_cast<size_t>(E));
@@ -475,8 +487,8 @@ void backward_impl(const Lines<T>& L, const T* g, KeptState<T> kept, Needs need,
           cached = b;
         }
         const int64_t y0 = blk * kRowBlock, y1 = std::min(H, y0 + kRowBlock);
-        max_grad_block<T>(L, edges, b, y0, y1, S.data() + b * plane, idx + b * plane,
-                          part.data() + task * E * Q);
+        max_grad_block<T>(L, edges, b, y0, y1, S + b * plane, idx + b * plane,
+                          part + task * E * Q);
       }
     });
     torch::stable::parallel_for(0, B * E, grain_for(B * E, a), [&](int64_t begin,
@@ -485,10 +497,10 @@ void backward_impl(const Lines<T>& L, const T* g, KeptState<T> kept, Needs need,
         const int64_t b = task / E, e = task % E;
         std::vector<double> r(static_cast<size_t>(Q), 0.0);
         for (int64_t blk = 0; blk < nb; ++blk) {
-          const double* p = part.data() + ((b * nb + blk) * E + e) * Q;
+          const double* p = part + ((b * nb + blk) * E + e) * Q;
           for (int64_t q = 0; q < Q; ++q) r[q] += p[q];
         }
-        double* out = acc.data() + task * P;
+        double* out = acc + task * P;
         const GradTerms<double> sum{r[0], r[1], r[2], r[3], r[4],
                                     r[5], r[6], r[7], r[8], r[9]};
         finish_edge_grad(L.edge(b, e), sum, out);
@@ -501,10 +513,10 @@ void backward_impl(const Lines<T>& L, const T* g, KeptState<T> kept, Needs need,
       std::vector<T> buf(static_cast<size_t>(9 * W));
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / E, e = task % E;
-        edge_grad<T, MODE>(L, b, e, S.data() + b * plane,
+        edge_grad<T, MODE>(L, b, e, S + b * plane,
                            MODE == kSoftOr ? F + b * plane : nullptr,
                            MODE != kSumClamp ? idx + b * plane : nullptr,
-                           need.strength, acc.data() + task * P, buf.data());
+                           need.strength, acc + task * P, buf.data());
       }
     });
   }
@@ -516,7 +528,7 @@ void backward_impl(const Lines<T>& L, const T* g, KeptState<T> kept, Needs need,
       std::fill(sp.begin(), sp.end(), 0.0);
       std::fill(sc.begin(), sc.end(), 0.0);
       for (int64_t e = 0; e < E; ++e) {
-        const double* r = acc.data() + (b * E + e) * P;
+        const double* r = acc + (b * E + e) * P;
         const int64_t i = L.ei[e], j = L.ej[e];
         sp[2 * i] += r[0];
         sp[2 * i + 1] += r[1];
@@ -552,7 +564,7 @@ void backward_impl(const Lines<T>& L, const T* g, KeptState<T> kept, Needs need,
     std::vector<double> sc(static_cast<size_t>(K * C), 0.0);
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t e = 0; e < E; ++e) {
-        const double* r = acc.data() + (b * E + e) * P;
+        const double* r = acc + (b * E + e) * P;
         const int64_t i = L.ei[e], j = L.ej[e];
         for (int64_t k = 0; k < C; ++k) {
           sc[i * C + k] += r[kAccFixed + k];
@@ -572,11 +584,11 @@ std::tuple<Tensor, Tensor, Tensor> sketch_render_forward_cpu(
       check_args(kOp, points, strength, sigma, colors, height, width, composite, cutoff);
   const int64_t B = points.size(0);
   const int64_t C = colors.has_value() ? colors->size(2) : 1;
-  Tensor out = torch::stable::new_empty(points, {B, C, height, width});
-  Tensor state = torch::stable::new_empty(
-      points, state_shape(mode, keep_state, B, C, height, width), state_dtype(points.scalar_type()));
-  Tensor index = torch::stable::new_empty(
-      points, state_index_shape(mode, keep_state, B, C, height, width), ScalarType::Int);
+  Tensor out = empty(kOp, points, {B, C, height, width}, "image");
+  Tensor state = empty(kOp, points, state_shape(mode, keep_state, B, C, height, width),
+                       state_dtype(points.scalar_type()), "state");
+  Tensor index = empty(kOp, points, state_index_shape(mode, keep_state, B, C, height, width),
+                       ScalarType::Int, "state_index");
   if (B == 0) return {out, state, index};
   dispatch_cpu_floating(kOp, points.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
@@ -603,13 +615,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sketch_render_backward_cpu(
   const bool kept = check_state(state, state_index, points, mode, C, height, width);
   need_colors = need_colors && colors.has_value();
   // Each gradient has the shape of its input (or [0] when not needed).
-  Tensor gp = torch::stable::new_empty(points, {B, K, 2});
-  Tensor gw = torch::stable::new_empty(points, need_strength ? shape_of(strength)
-                                                             : std::vector<int64_t>{0});
-  Tensor gs = torch::stable::new_empty(points, need_sigma ? shape_of(sigma)
-                                                          : std::vector<int64_t>{0});
-  Tensor gc = torch::stable::new_empty(points, need_colors ? shape_of(*colors)
-                                                           : std::vector<int64_t>{0});
+  const std::vector<int64_t> none{0};
+  Tensor gp = empty(kBackwardOp, points, {B, K, 2}, "grad_points");
+  Tensor gw = empty(kBackwardOp, points, need_strength ? shape_of(strength) : none,
+                    "grad_strength");
+  Tensor gs = empty(kBackwardOp, points, need_sigma ? shape_of(sigma) : none, "grad_sigma");
+  Tensor gc = empty(kBackwardOp, points, need_colors ? shape_of(*colors) : none, "grad_colors");
   if (B == 0) {
     for (Tensor* t : {&gw, &gs, &gc}) torch::stable::zero_(*t);
     return {gp, gw, gs, gc};
@@ -622,7 +633,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sketch_render_backward_cpu(
                                                       : nullptr};
     dispatch_composite(mode, [&](auto m) {
       backward_impl<T, decltype(m)::value>(
-          L, grad.const_data_ptr<T>(), st, Needs{need_strength, need_sigma, need_colors},
+          points, L, grad.const_data_ptr<T>(), st, Needs{need_strength, need_sigma, need_colors},
           gp.mutable_data_ptr<T>(), need_strength ? gw.mutable_data_ptr<T>() : nullptr,
           need_sigma ? gs.mutable_data_ptr<T>() : nullptr,
           need_colors ? gc.mutable_data_ptr<T>() : nullptr);

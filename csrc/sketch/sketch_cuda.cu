@@ -374,11 +374,11 @@ std::tuple<Tensor, Tensor, Tensor> sketch_render_forward_cuda(
   torch::stable::accelerator::DeviceGuard guard(points.get_device_index());
   const int64_t B = points.size(0);
   const int64_t C = colors.has_value() ? colors->size(2) : 1;
-  Tensor out = torch::stable::new_empty(points, {B, C, height, width});
-  Tensor state = torch::stable::new_empty(
-      points, state_shape(mode, keep_state, B, C, height, width), state_dtype(points.scalar_type()));
-  Tensor index = torch::stable::new_empty(
-      points, state_index_shape(mode, keep_state, B, C, height, width), ScalarType::Int);
+  Tensor out = empty(kOp, points, {B, C, height, width}, "image");
+  Tensor state = empty(kOp, points, state_shape(mode, keep_state, B, C, height, width),
+                       state_dtype(points.scalar_type()), "state");
+  Tensor index = empty(kOp, points, state_index_shape(mode, keep_state, B, C, height, width),
+                       ScalarType::Int, "state_index");
   if (B == 0) return {out, state, index};
   const cudaStream_t stream = current_stream(points);
   dispatch_cuda_floating(kOp, points.scalar_type(), [&](auto tag) {
@@ -420,13 +420,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sketch_render_backward_cuda(
   const bool kept = check_state(state, state_index, points, mode, C, height, width);
   need_colors = need_colors && colors.has_value();
   // Each gradient has the shape of its input (or [0] when not needed).
-  Tensor gp = torch::stable::new_empty(points, {B, K, 2});
-  Tensor gw = torch::stable::new_empty(points, need_strength ? shape_of(strength)
-                                                             : std::vector<int64_t>{0});
-  Tensor gs = torch::stable::new_empty(points, need_sigma ? shape_of(sigma)
-                                                          : std::vector<int64_t>{0});
-  Tensor gc = torch::stable::new_empty(points, need_colors ? shape_of(*colors)
-                                                           : std::vector<int64_t>{0});
+  const std::vector<int64_t> none{0};
+  Tensor gp = empty(kBackwardOp, points, {B, K, 2}, "grad_points");
+  Tensor gw = empty(kBackwardOp, points, need_strength ? shape_of(strength) : none,
+                    "grad_strength");
+  Tensor gs = empty(kBackwardOp, points, need_sigma ? shape_of(sigma) : none, "grad_sigma");
+  Tensor gc = empty(kBackwardOp, points, need_colors ? shape_of(*colors) : none, "grad_colors");
   if (B == 0) {
     for (Tensor* t : {&gw, &gs, &gc}) torch::stable::zero_(*t);
     return {gp, gw, gs, gc};
@@ -435,13 +434,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sketch_render_backward_cuda(
   const ScalarType acc_st = state_dtype(points.scalar_type());
   const bool soft_or = mode == kSoftOr, with_idx = mode != kSumClamp;
   const int64_t n = B * C * height * width;
-  const std::vector<int64_t> plane{B, C, height, width}, none{0};
+  const std::vector<int64_t> plane{B, C, height, width};
   // Per pixel and channel: coefA (composite_coef), coefB (soft_or's fm), idx (soft_or's /
   // max's tracked line): from the kept state, or from a state pass.
-  Tensor coefA = torch::stable::new_empty(points, plane, acc_st);
-  Tensor coefB = torch::stable::new_empty(points, soft_or && !kept ? plane : none, acc_st);
-  Tensor idx = torch::stable::new_empty(points, with_idx && !kept ? plane : none, ScalarType::Int);
-  Tensor acc = torch::stable::new_empty(points, {B, E, kAccFixed + 2 * C}, acc_st);
+  Tensor coefA = empty(kBackwardOp, points, plane, acc_st, "per-pixel coefficients");
+  Tensor coefB = empty(kBackwardOp, points, soft_or && !kept ? plane : none, acc_st,
+                       "per-pixel factors");
+  Tensor idx = empty(kBackwardOp, points, with_idx && !kept ? plane : none, ScalarType::Int,
+                     "per-pixel lines");
+  Tensor acc = empty(kBackwardOp, points, {B, E, kAccFixed + 2 * C}, acc_st, "per-line sums");
   dispatch_cuda_floating(kBackwardOp, points.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;
