@@ -362,7 +362,7 @@ def variance_from_stats(st: PairwiseDistanceStatsResult, *, unbiased: bool = Tru
     eye = torch.eye(k, dtype=torch.bool, device=st.m2.device)
     safe = torch.where(st.wsum > 0, st.wsum, torch.ones_like(st.wsum))
     denom = st.wsum - st.w2sum / safe if unbiased else st.wsum
-    ok = (denom > 0) | eye
+    ok = ~(denom <= 0) | eye  # (NaN statistics: NaN in, NaN out, not an error)
     form = "unbiased" if unbiased else "biased"
     need = "two samples" if unbiased else "one sample"
 

@@ -197,7 +197,11 @@ def _chunk(composite: str, cutoff: float, state, pts, w, s, cols, ei, ej, xs, ys
     nx = torch.where(inside, qx, 0.0) / sc
     ny = torch.where(inside, qy, 0.0) / sc
     ex = torch.exp(-(nx * nx + ny * ny))
-    inten = torch.where(inside, w[:, :, None, None] * ex, 0.0)  # [B, c, H, W]
+    wc = w[:, :, None, None]
+    # a line of strength 0 is never drawn, even with a non-finite geometry
+    ex = torch.where((wc != 0) | torch.isfinite(ex), ex, 0.0)
+    inten = torch.where(inside, wc * ex, 0.0)  # [B, c, H, W]
+    c = None
     if cols is None:
         v = inten.unsqueeze(2)  # [B, c, 1, H, W]
     else:
@@ -219,7 +223,14 @@ def _chunk(composite: str, cutoff: float, state, pts, w, s, cols, ei, ej, xs, ys
     cm = key.amax(1)
     first = key == cm.unsqueeze(1)
     first = first & (first.cumsum(1) == 1)
-    sel = torch.where(first, v, 0.0).sum(1)
+    # only the winner's factors carry a gradient (as in the kernels: a NaN colour of a
+    # line that does not win a pixel reaches no gradient, not even as 0 * NaN)
+    sel = torch.where(first, inten.unsqueeze(2), 0.0)
+    if c is not None:
+        won = first & inside.unsqueeze(2)
+        c_won = torch.where(won, ci, 0.0) + t.unsqueeze(2) * torch.where(won, cj - ci, 0.0)
+        sel = sel * c_won
+    sel = sel.sum(1)
     up = cm > mkey
     return torch.where(up, sel, m), torch.where(up, cm, mkey)
 

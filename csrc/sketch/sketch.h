@@ -492,6 +492,22 @@ Args<T> make_args(const Tensor& points, const Tensor& strength, const Tensor& si
   return a;
 }
 
+// ---------------------------------------------------------------- rules of the backward
+// Whether a line's backward is all zeros and can be skipped: a line of strength 0 is never
+// drawn, so only its strength can have a gradient (sum over its pixels of g e^{-d2/s2} c),
+// and not under max (it never wins) nor when its geometry is not finite (no pixels).
+template <int MODE, typename A>
+TA_HD bool skip_line_grad(A w, bool need_w, const Capsule& cap) {
+  return w == A(0) && (MODE == kMax || !need_w || !cap.finite);
+}
+
+// Under max a line whose geometry is not finite (a NaN or infinite end or width) gets a
+// NaN gradient whether or not it wins a pixel: as where it is evaluated everywhere.
+template <int MODE, typename A>
+TA_HD bool nan_line_grad(A w, const Capsule& cap) {
+  return MODE == kMax && w != A(0) && !cap.finite;
+}
+
 // ---------------------------------------------------------------- argument checks
 // Called by every backend's entry points; returns the parsed composite.
 inline Composite check_args(const char* op, const Tensor& points, const Tensor& strength,

@@ -200,8 +200,8 @@ void edge_grad(const Lines<T>& L, int64_t b, int64_t e, const T* S, const T* F,
   std::fill(acc, acc + kAccFixed + 2 * C, 0.0);
   // A zero-strength line has zero intensity: only its strength can have a gradient, and
   // under max (where it never wins) not even that.
-  if (a.strength(b, e) == T(0) && !(need_w && MODE != kMax)) return;
   const Capsule cap = L.capsule(b, e);
+  if (skip_line_grad<MODE>(a.strength(b, e), need_w, cap)) return;
   int64_t ry0, ry1;
   capsule_rows(cap, 0, H, &ry0, &ry1);
   if (ry1 <= ry0) return;
@@ -505,6 +505,9 @@ void backward_impl(const Tensor& like, const Lines<T>& L, const T* g, KeptState<
                                     r[5], r[6], r[7], r[8], r[9]};
         finish_edge_grad(L.edge(b, e), sum, out);
         for (int64_t q = 0; q < 2 * C; ++q) out[kAccFixed + q] = r[10 + q];
+        if (nan_line_grad<MODE>(a.strength(b, e), L.capsule(b, e))) {
+          std::fill(out, out + P, std::numeric_limits<double>::quiet_NaN());
+        }
       }
     });
   } else {

@@ -203,10 +203,9 @@ __global__ void __launch_bounds__(kEdgeThreads)
 #pragma unroll
     for (int q = 0; q < kNR; ++q) r[q] = A(0);
     const EdgeP<A> ep = a.edge(b, e, i, j);
-    // zero strength: nothing but (unless max) the strength's own gradient
-    const bool skip = ep.w == A(0) && !(need_w && MODE != kMax);
+    const Capsule cap = a.capsule(b, e, i, j);
+    const bool skip = skip_line_grad<MODE>(ep.w, need_w, cap);
     if (!skip) {
-      const Capsule cap = a.capsule(b, e, i, j);
       int64_t ry0, ry1;
       capsule_rows(cap, 0, a.H, &ry0, &ry1);
       const T* ci = a.c ? a.color(b, i) : nullptr;
@@ -280,6 +279,9 @@ __global__ void __launch_bounds__(kEdgeThreads)
         if (skip) {
 #pragma unroll
           for (int q = 0; q < kAccFixed; ++q) out[q] = A(0);
+        }
+        if (nan_line_grad<MODE>(ep.w, cap)) {
+          for (int64_t q = 0; q < P; ++q) out[q] = A(NAN);
         }
       }
       for (int kk = 0; kk < L.nc; ++kk) {
