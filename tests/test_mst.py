@@ -710,10 +710,18 @@ def test_native_prim_equals_torch_prim(integer):
                 w = torch.randint(0, 3, (300, k, k), generator=g).to(dtype)
             else:
                 w = torch.rand(300, k, k, generator=g, dtype=dtype)
-            w = torch.minimum(w, w.mT)
-            w[:5, 0, -1] = w[:5, -1, 0] = float("inf")
-            w[5:9, 0, -1] = w[5:9, -1, 0] = -float("inf")
-            p, o = torch.ops.torch_artic.mst_prim(w.contiguous())
-            p2, o2 = _prim_torch(w)
-            assert torch.equal(p, p2) and torch.equal(o, o2)
+            if k > 1:
+                w[:5, 0, -1] = w[:5, -1, 0] = float("inf")
+                w[5:9, 0, -1] = w[5:9, -1, 0] = -float("inf")
+                w[9:12, 0, 1] = -0.0  # -0 and +0 are equal costs
+                w[9:12, 1, 0] = w[9:12, 0, -1] = w[9:12, -1, 0] = 0.0
+                w[12, 1, 0] = float("nan")  # that graph's adjacency is all NaN
+            for costs in (w, torch.minimum(w, w.mT)):  # asymmetric and symmetric
+                p, o, a = torch.ops.torch_artic.mst_prim(costs.contiguous())
+                p2, o2, a2 = _prim_torch(costs)
+                keep = torch.ones(300, dtype=torch.bool)
+                keep[12] = False  # (a NaN graph's tree is arbitrary)
+                assert torch.equal(p[keep], p2[keep]) and torch.equal(o[keep], o2[keep])
+                assert torch.equal(a.isnan(), a2.isnan())
+                assert torch.equal(a[keep], a2[keep])
     torch.library.opcheck(torch.ops.torch_artic.mst_prim.default, (torch.rand(4, 5, 5),))

@@ -44,17 +44,31 @@ def _nan_graphs(s: torch.Tensor) -> torch.Tensor:
     return torch.isnan(s.amin((1, 2)))  # amin propagates NaN (and ±inf give no NaN)
 
 
-def _prim(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact MSTs of ``[N, K, K]`` symmetric costs: ``(parent [N, K], order [N, K])``.
+def _prim(costs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact MSTs of ``[N, K, K]`` costs (read as ``min(W, W^T)``, diagonal ignored):
+    ``(parent [N, K], order [N, K], adjacency [N, K, K])``, the adjacency all NaN for a
+    graph with a NaN cost.
 
-    The native CPU kernel (``torch.ops.torch_artic.mst_prim``: Prim per graph, graphs
-    in parallel) when it applies, else :func:`_prim_torch`; both use the same strict
-    edge order, so they return identical trees (tested).
+    The native CPU kernel (``torch.ops.torch_artic.mst_prim``: Prim per graph, graphs in
+    parallel, symmetrisation and NaN detection on the fly) when it applies, else
+    :func:`_prim_torch`; both use the same strict edge order, so they return identical
+    trees (tested).
     """
-    return _MST_PRIM(s.contiguous())
+    return _MST_PRIM(costs.contiguous())
 
 
-def _prim_torch(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _prim_torch(costs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reference of ``mst_prim``: :func:`_prim_tree` on ``min(W, W^T)``, plus the
+    adjacency (NaN for graphs with a NaN cost)."""
+    s = _symmetrize(costs)
+    s.diagonal(dim1=1, dim2=2).zero_()  # ignored: never read, and no NaN from there
+    parent, order = _prim_tree(s)
+    adjacency = _adjacency(parent, costs.dtype)
+    nan = _nan_graphs(s)[:, None, None]
+    return parent, order, torch.where(nan, torch.nan, adjacency)
+
+
+def _prim_tree(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Prim's algorithm on ``[N, K, K]`` symmetric weights, vectorised over N.
 
     Edges are compared by the key ``(w_ij, i, j)`` (i < j), a strict total order, so the
@@ -134,7 +148,11 @@ def _prim_torch(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _prim_fake(costs):
     n, k = costs.shape[0], costs.shape[1]
-    return costs.new_empty(n, k, dtype=torch.long), costs.new_empty(n, k, dtype=torch.long)
+    return (
+        costs.new_empty(n, k, dtype=torch.long),
+        costs.new_empty(n, k, dtype=torch.long),
+        costs.new_empty(n, k, k),
+    )
 
 
 def _prim_samples(device, dtype):
@@ -142,9 +160,14 @@ def _prim_samples(device, dtype):
     g = torch.Generator().manual_seed(0)
     w = torch.rand(4, 6, 6, generator=g, dtype=torch.float64)
     ties = torch.randint(0, 3, (3, 5, 5), generator=g).to(torch.float64)
+    inf = (w + w.mT).clone()
+    inf[0, 1, 4] = inf[2, 0, 5] = torch.inf
+    inf[3, 2, 1] = -torch.inf
     return [
         ((w + w.mT).to(device, dtype),),
+        (w.to(device, dtype),),  # asymmetric: min(W, W^T)
         ((ties + ties.mT).to(device, dtype),),
+        (inf.to(device, dtype),),
         (torch.zeros(0, 3, 3, dtype=dtype, device=device),),
     ]
 
@@ -215,7 +238,7 @@ def _soft(
     w = s64[:, iu, ju]  # [N, E]
     rows = torch.arange(n, device=s.device)
     with torch.no_grad():
-        parent, order = _prim(s64.detach()) if tree is None else tree
+        parent, order = _prim(s64.detach())[:2] if tree is None else tree
         tau = tau.to(torch.float64)
         anc = _ancestors(parent, order)[:, :, 1:]  # [N, K, K-1]
         c = (anc[:, iu] - anc[:, ju]).transpose(1, 2)  # [N, K-1, E], in {-1, 0, 1}
@@ -258,8 +281,7 @@ class _PerturbedMST(torch.autograd.Function):
         full = w.new_zeros(num * n, k, k)
         full[:, iu, ju] = pert.reshape(num * n, e)
         full = full + full.transpose(1, 2)
-        parent, _ = _prim(full)
-        y = _adjacency(parent, w.dtype)[:, iu, ju].reshape(num, n, e)
+        y = _prim(full)[2][:, iu, ju].reshape(num, n, e)
         ctx.save_for_backward(y, noise, sigma, torch.isfinite(w))
         return y.mean(0)
 
@@ -403,7 +425,14 @@ def dmst(
     k = costs.shape[-1]
     if k == 1 or costs.numel() == 0:
         return torch.zeros_like(costs)
-    s = _symmetrize(costs.reshape(-1, k, k))
+    flat = costs.reshape(-1, k, k)
+    if relaxation == "hard" or (
+        relaxation == "ste" and not (torch.is_grad_enabled() and costs.requires_grad)
+    ):
+        # the exact tree only: one native call (symmetrisation and NaN check inside)
+        with torch.no_grad():
+            return _prim(flat.detach())[2].reshape(*batch, k, k)
+    s = _symmetrize(flat)
     s.diagonal(dim1=1, dim2=2).zero_()  # ignored: never read, and no NaN from there
     n = s.shape[0]
 
@@ -421,17 +450,11 @@ def dmst(
         out = (out + out.transpose(1, 2)).to(costs.dtype)
     else:
         with torch.no_grad():
-            parent, order = _prim(s.detach())
-        if relaxation == "soft":
-            tau = temperature * _relative_scale(s[:, iu, ju].to(torch.float64))
-            out = _soft(s, tau, (parent, order)).to(costs.dtype)
-        else:
-            out = _adjacency(parent, costs.dtype)
-            if relaxation == "ste" and torch.is_grad_enabled() and costs.requires_grad:
-                tau = temperature * _relative_scale(s[:, iu, ju].to(torch.float64))
-                soft = _soft(s, tau, (parent, order)).to(costs.dtype)
-                out = _StraightThrough.apply(out, soft)
+            parent, order, hard = _prim(s.detach())
+        tau = temperature * _relative_scale(s[:, iu, ju].to(torch.float64))
+        out = _soft(s, tau, (parent, order)).to(costs.dtype)
+        if relaxation == "ste":  # (the exact tree is NaN for a NaN graph already)
+            return _StraightThrough.apply(hard, out).reshape(*batch, k, k)
     # NaN in -> NaN out, per graph (float arithmetic: cheaper than a boolean where)
-    nan = torch.where(_nan_graphs(s.detach()), float("nan"), 0.0).to(out.dtype)[:, None, None]
-    out = out + nan if out.requires_grad else out.add_(nan)
-    return out.reshape(*batch, k, k)
+    nan = torch.where(_nan_graphs(s.detach()), float("nan"), 0.0).to(out.dtype)
+    return (out + nan[:, None, None]).reshape(*batch, k, k)

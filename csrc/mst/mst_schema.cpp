@@ -2,5 +2,5 @@
 #include "common/stable.h"
 
 STABLE_TORCH_LIBRARY_FRAGMENT(torch_artic, m) {
-  m.def("mst_prim(Tensor costs) -> (Tensor parent, Tensor order)");
+  m.def("mst_prim(Tensor costs) -> (Tensor parent, Tensor order, Tensor adjacency)");
 }
