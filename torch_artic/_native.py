@@ -79,6 +79,13 @@ def force_reference(*, enabled: bool = True):
     ``TORCH_ARTIC_FORCE_REFERENCE=1``), e.g. to compare backends. Not thread-safe: it
     switches a process-wide flag.
 
+    Args:
+        enabled: force the references (``True``, default) or, nested inside another
+            ``force_reference()``, allow the native kernels again (``False``).
+
+    Yields:
+        Nothing; the switch holds for the ``with`` block.
+
     Example:
         >>> import torch, torch_artic as ta
         >>> x = torch.randn(8, 4, 3)

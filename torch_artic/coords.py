@@ -101,6 +101,9 @@ def denormalize_points(points: torch.Tensor, size) -> torch.Tensor:
         points: ``[..., 2]`` floating tensor.
         size: ``(H, W)`` or an int for a square image.
 
+    Returns:
+        ``[..., 2]`` pixel coordinates, in the dtype of ``points``.
+
     Example:
         >>> denormalize_points(torch.tensor([[-1.0, 1.0]]), (5, 9)).tolist()
         [[0.0, 4.0]]
@@ -113,6 +116,13 @@ def denormalize_points(points: torch.Tensor, size) -> torch.Tensor:
 def normalize_points(points: torch.Tensor, size) -> torch.Tensor:
     """Pixel ``[..., 2]`` ``(x, y)`` -> normalised ``[-1, 1]``; the inverse of
     :func:`denormalize_points`.
+
+    Args:
+        points: ``[..., 2]`` floating tensor, in pixels.
+        size: ``(H, W)`` or an int for a square image.
+
+    Returns:
+        ``[..., 2]`` normalised coordinates in ``[-1, 1]`` (inside the image).
 
     Example:
         >>> normalize_points(torch.tensor([[0.0, 4.0]]), (5, 9)).tolist()

@@ -165,6 +165,11 @@ class Stickman2dResult(NamedTuple):
 
     ``images`` ``[n, 1, size, size]`` (``None`` with ``render=False``), ``keypoints``
     ``[n, 7, 2]`` normalised ``(x, y)`` in ``[-1, 1]``, ``edges`` ``[6, 2]`` long.
+
+    Example:
+        >>> images, keypoints, edges = stickman2d(2, size=16, generator=torch.Generator())
+        >>> images.shape, keypoints.shape, edges.shape
+        (torch.Size([2, 1, 16, 16]), torch.Size([2, 7, 2]), torch.Size([6, 2]))
     """
 
     images: torch.Tensor | None
@@ -378,6 +383,11 @@ class Stickman3dResult(NamedTuple):
     ``None``, ``edges`` ``[15, 2]`` long, ``image_keypoints`` ``[n, 16, 2]`` (the
     normalised ``[-1, 1]`` points drawn in ``images``) or ``None``, ``yaw`` ``[n]`` (the
     view rotation about the vertical axis, radians).
+
+    Example:
+        >>> d = stickman3d(3, render=False, generator=torch.Generator())
+        >>> d.joints3d.shape, d.edges.shape, d.images is None, d.yaw.shape
+        (torch.Size([3, 16, 3]), torch.Size([15, 2]), True, torch.Size([3]))
     """
 
     joints3d: torch.Tensor

@@ -68,7 +68,7 @@ def gaussian_heatmaps(
         >>> g.shape, g[0, 2, 3].item()
         (torch.Size([1, 5, 7]), 1.0)
         >>> soft_argmax2d(g.log(), normalized=False)  # round trip
-        tensor([[3., 2.]])
+        tensor([[3.0000, 2.0000]])
     """
     check_points(points, "points")
     height, width = check_size(size)

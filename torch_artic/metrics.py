@@ -41,6 +41,12 @@ class HungarianKeypointErrorResult(NamedTuple):
     ``per_landmark_mse`` ``[K_true]``; ``mse`` scalar (their mean);
     ``per_landmark_distance`` ``[K_true]`` mean Euclidean distance; ``distance`` scalar;
     ``aligned`` ``[B, K_true, D]`` = ``pred[:, assignment]``.
+
+    Example:
+        >>> target = torch.rand(8, 3, 2)
+        >>> err = hungarian_keypoint_error(target[:, [2, 0, 1]], target)
+        >>> err.assignment.tolist(), float(err.mse)
+        ([1, 2, 0], 0.0)
     """
 
     assignment: torch.Tensor
@@ -323,7 +329,13 @@ def pa_mpjpe(
 
 
 class EdgePrecisionRecallResult(NamedTuple):
-    """Result of :func:`edge_precision_recall` (plain Python numbers)."""
+    """Result of :func:`edge_precision_recall` (plain Python numbers).
+
+    Example:
+        >>> r = edge_precision_recall([[0, 1], [1, 2]], [[0, 1], [0, 2]])
+        >>> r.precision, r.recall, r.true_positives
+        (0.5, 0.5, 1)
+    """
 
     precision: float
     recall: float

@@ -57,6 +57,11 @@ class PairwiseDistanceStatsResult(NamedTuple):
     ``m2`` = M (weighted sum of squared deviations from ``mean``). Two sets of these
     statistics merge exactly (Chan et al.), which is how the distributed variance is
     combined across ranks.
+
+    Example:
+        >>> st = pairwise_distance_stats(torch.randn(5, 3, 2))
+        >>> st.wsum[0, 1].item(), st.mean.shape
+        (5.0, torch.Size([3, 3]))
     """
 
     wsum: torch.Tensor

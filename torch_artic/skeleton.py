@@ -41,6 +41,11 @@ class LVMSTResult(NamedTuple):
     ``adjacency`` ``[K, K]`` (the tree, or its relaxation), ``variance`` ``[K, K]`` (the
     statistic the tree was built on) and ``loss`` (a scalar: the variance summed over
     the tree's edges, each edge once).
+
+    Example:
+        >>> r = lvmst(torch.randn(16, 4, 3))
+        >>> r.adjacency.shape, r.variance.shape, r.loss.shape
+        (torch.Size([4, 4]), torch.Size([4, 4]), torch.Size([]))
     """
 
     adjacency: torch.Tensor

@@ -31,6 +31,11 @@ class SoftArgmax2dResult(NamedTuple):
     Attributes:
         mean: ``[..., 2]`` expected ``(x, y)``.
         covariance: ``[..., 2, 2]`` covariance of ``(x, y)``; index 0 is x, index 1 is y.
+
+    Example:
+        >>> mean, covariance = soft_argmax2d(torch.zeros(2, 5, 5), return_covariance=True)
+        >>> mean.shape, covariance.shape
+        (torch.Size([2, 2]), torch.Size([2, 2, 2]))
     """
 
     mean: torch.Tensor

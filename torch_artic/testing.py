@@ -52,9 +52,19 @@ def keypoints(
     size: tuple[int, int] = (64, 64),
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """``[B, K, dim]`` keypoints; in ``[-1, 1]`` when ``normalized``, else pixels of an
-    image of ``size = (H, W)`` (x in ``[0, W-1]``, y in ``[0, H-1]``). ``batch_size`` and
-    ``num_keypoints`` are ints or inclusive ``(min, max)`` ranges."""
+    """A hypothesis strategy of ``[B, K, dim]`` keypoints; in ``[-1, 1]`` when
+    ``normalized``, else pixels of an image of ``size = (H, W)`` (x in ``[0, W-1]``, y in
+    ``[0, H-1]``). ``batch_size`` and ``num_keypoints`` are ints or inclusive
+    ``(min, max)`` ranges.
+
+    Returns:
+        A strategy drawing ``[B, K, dim]`` tensors of ``dtype``.
+
+    Example:
+        >>> from hypothesis import find
+        >>> find(keypoints(batch_size=4, num_keypoints=7), lambda p: True).shape
+        torch.Size([4, 7, 2])
+    """
     b = batch_size if isinstance(batch_size, int) else draw(st.integers(*batch_size))
     k = num_keypoints if isinstance(num_keypoints, int) else draw(st.integers(*num_keypoints))
     seed = draw(st.integers(0, 2**31 - 1))
@@ -74,8 +84,17 @@ def heatmaps(
     size: tuple[int, int] | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """``[*leading, H, W]`` heatmaps (standard-normal logits); H, W in ``[2, 24]``
-    unless ``size`` is given."""
+    """A hypothesis strategy of ``[*leading, H, W]`` heatmaps (standard-normal logits);
+    H, W in ``[2, 24]`` unless ``size`` is given.
+
+    Returns:
+        A strategy drawing heatmap tensors of ``dtype``.
+
+    Example:
+        >>> from hypothesis import find
+        >>> find(heatmaps(leading=(2,), size=(5, 6)), lambda h: True).shape
+        torch.Size([2, 5, 6])
+    """
     if size is None:
         size = (draw(st.integers(2, 24)), draw(st.integers(2, 24)))
     seed = draw(st.integers(0, 2**31 - 1))
@@ -96,9 +115,19 @@ def symmetric_costs(
     integer: bool = False,
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """``[*leading, K, K]`` symmetric edge costs (for :func:`~torch_artic.dmst`) with a
-    zero diagonal: uniform in ``(0, 1)``, or small integers in ``[0, 3]`` (many ties) when
-    ``integer``."""
+    """A hypothesis strategy of ``[*leading, K, K]`` symmetric edge costs (for
+    :func:`~torch_artic.dmst`) with a zero diagonal: uniform in ``(0, 1)``, or small
+    integers in ``[0, 3]`` (many ties) when ``integer``.
+
+    Returns:
+        A strategy drawing cost tensors of ``dtype``.
+
+    Example:
+        >>> from hypothesis import find
+        >>> w = find(symmetric_costs(num_nodes=4), lambda w: True)
+        >>> w.shape, bool((w == w.mT).all())
+        (torch.Size([4, 4]), True)
+    """
     k = num_nodes if isinstance(num_nodes, int) else draw(st.integers(*num_nodes))
     seed = draw(st.integers(0, 2**31 - 1))
     g = torch.Generator().manual_seed(seed)
@@ -113,8 +142,18 @@ def symmetric_costs(
 
 @st.composite
 def random_trees(draw, *, num_nodes: int | tuple[int, int] = (2, 12)) -> torch.Tensor:
-    """``[K, K]`` 0/1 symmetric adjacency of a uniformly random labelled tree (decoded
-    from a random Prüfer sequence)."""
+    """A hypothesis strategy of ``[K, K]`` 0/1 symmetric adjacencies of uniformly random
+    labelled trees (decoded from a random Prüfer sequence).
+
+    Returns:
+        A strategy drawing float64 ``[K, K]`` tensors with ``K - 1`` edges.
+
+    Example:
+        >>> from hypothesis import find
+        >>> adj = find(random_trees(num_nodes=5), lambda a: True)
+        >>> int(adj.triu(1).sum())
+        4
+    """
     k = num_nodes if isinstance(num_nodes, int) else draw(st.integers(*num_nodes))
     adj = torch.zeros(k, k, dtype=torch.float64)
     if k < 2:
@@ -150,6 +189,19 @@ def assert_gradients(
     ``torch.autograd.gradcheck`` (and ``gradgradcheck`` when ``second_order``) pass.
     Inputs are cast to float64 copies that require grad; non-floating inputs pass
     through unchanged.
+
+    Args:
+        fn: the function under test, of tensors, returning a tensor or a tuple of them.
+        inputs: its arguments (floating ones are checked).
+        second_order: also check second derivatives.
+        atol, rtol: tolerances of the checks.
+
+    Returns:
+        ``None``; raises ``AssertionError`` (or gradcheck's error) when a check fails.
+
+    Example:
+        >>> import torch_artic as ta
+        >>> assert_gradients(lambda p: ta.pairwise_distance_variance(p), [torch.rand(6, 3, 2)])
     """
     ins = tuple(
         x.detach().to(torch.float64).requires_grad_()
