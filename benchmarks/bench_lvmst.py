@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.harness import machine, measure, ratio_table, save
+from benchmarks.harness import add_arguments, begin, measure, save, speedup_table
 
 
 def _points(b, k, d, device):
@@ -35,16 +35,14 @@ def case_lvmst(b, k, d, device, mode, fallback):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--json", default=None)
+    add_arguments(ap)
     args = ap.parse_args(argv)
-    print(machine())
+    run = begin(args)
     sizes = [(128, 16, 3)] if args.quick else [(1024, 32, 3), (96, 7, 2)]
     results = []
     for b, k, d in sizes:
         for mode in ("ste", "hard"):
-            case = f"B={b} K={k} D={d} mode={mode}"
+            case = f"B={b} K={k} D={d} relaxation={mode}"
             for impl, fallback in (("native", False), ("reference", True)):
                 r = measure(
                     "lvmst fwd+bwd",
@@ -64,9 +62,9 @@ def main(argv=None):
                 if r:
                     results.append(r)
     print()
-    print(ratio_table(results, "native", f"lvmst ({args.device})"))
+    print(speedup_table(results, "native", f"lvmst fwd+bwd ({args.device})", run))
     if args.json:
-        save(results, args.json)
+        save(results, args.json, run)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.harness import machine, measure, ratio_table, save
+from benchmarks.harness import add_arguments, begin, measure, save, speedup_table
 
 
 def _inputs(b, k, d, device, weighted):
@@ -59,11 +59,9 @@ def case_cdist(b, k, d, device, weighted):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one small case, few repeats")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--json", default=None, help="also write the results as JSON here")
+    add_arguments(ap)
     args = ap.parse_args(argv)
-    print(machine())
+    run = begin(args)
     sizes = [(256, 16, 3)] if args.quick else [(4096, 64, 3), (1024, 32, 3), (96, 7, 2)]
     repeats = 3 if args.quick else 15
     results = []
@@ -93,9 +91,10 @@ def main(argv=None):
                 if r:
                     results.append(r)
     print()
-    print(ratio_table(results, "native", f"pairwise_distance_variance ({args.device})"))
+    title = f"pairwise_distance_variance fwd+bwd ({args.device})"
+    print(speedup_table(results, "native", title, run))
     if args.json:
-        save(results, args.json)
+        save(results, args.json, run)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,13 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from benchmarks.harness import machine, measure, ratio_table, save  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    add_arguments,
+    begin,
+    measure,
+    save,
+    speedup_table,
+)
 
 SIGMA = 1.0
 
@@ -240,22 +246,18 @@ def edge_loop(b, k, size, device, wgrad):
     return step
 
 
-def summary(results) -> str:
-    """native's speed-up and memory saving against every other implementation."""
-    lines = ["| case | vs | speed-up | memory ratio |", "|---|---|---:|---:|"]
-    by = {}
-    for r in results:
-        by.setdefault((r.op, r.case), {})[r.impl] = r
-    for (op, case), impls in by.items():
-        nat = impls.get("native")
-        if nat is None:
-            continue
-        for name, r in impls.items():
-            if name == "native":
-                continue
-            mem = f"{r.peak_mib / nat.peak_mib:.1f}x" if nat.peak_mib > 0.05 else "-"
-            lines.append(f"| {op} {case} | {name} | {r.median_ms / nat.median_ms:.1f}x | {mem} |")
-    return "\n".join(lines)
+def forward_only(b, k, size, device, wgrad):
+    """native's forward alone, as in training (inputs require grad, so the state the
+    backward needs is kept): with ``ours`` it gives the backward's share."""
+    from torch_artic import sketch_render
+
+    pts, adj, *_ = _inputs(b, k, size, device, wgrad)
+
+    def step():
+        sketch_render(pts, adj, size, sigma=SIGMA)
+
+    _reset_peak(device)
+    return step
 
 
 CPU_CASES = [
@@ -272,19 +274,17 @@ MAX_CASES = [(16, 16, 128, 3.0), (16, 16, 128, 6.0)]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu")
+    add_arguments(parser)
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-slow", action="store_true", help="no reference / edge loop")
     parser.add_argument("--cases", default=None, help="comma-separated case indices (0-based)")
-    parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
-    print(machine())
+    run = begin(args)
     cuda = args.device.startswith("cuda")
     cases = GPU_CASES if cuda else CPU_CASES
     if args.cases:
         cases = [cases[int(i)] for i in args.cases.split(",")]
-    results = []
+    results, split = [], []
     for b, k, size, wgrad, slow_repeats in cases:
         op = "sketch_render fwd+bwd" + (" +w" if wgrad else "")
         case = f"B={b} E={k - 1} {size}x{size}"
@@ -303,11 +303,20 @@ def main() -> None:
             res = measure(op, case, name, factory, b, k, size, args.device, wgrad, **kw)
             if res is not None:
                 results.append(res)
+        fwd = measure("sketch_render fwd", case, "native fwd", forward_only, b, k, size,
+                      args.device, wgrad, **fast)  # fmt: skip
+        both = next((r for r in results if r.case == case and r.impl == "native"), None)
+        if fwd is not None and both is not None:
+            split.append((case, fwd.median_ms, both.median_ms))
     print()
-    title = f"sketch_render ({args.device}), sigma = {SIGMA} px"
-    for base in ("dense eager", "dense compiled"):
-        print(ratio_table(results, base, f"{title}, against {base}"))
+    title = f"sketch_render fwd+bwd ({args.device}), sigma = {SIGMA} px"
+    print(speedup_table(results, "native", title, run))
+    if split:
         print()
+        print("| case | forward ms | backward ms | backward / forward |")
+        print("|---|---:|---:|---:|")
+        for case, f, fb in split:
+            print(f"| {case} | {f:.3f} | {fb - f:.3f} | {(fb - f) / f:.2f} |")
     if not cuda and not args.cases:
         max_results = []
         for b, k, size, sigma in MAX_CASES:
@@ -323,12 +332,11 @@ def main() -> None:
                 res = measure(op, case, name, factory, b, k, size, args.device, sigma, **kw)
                 if res is not None:
                     max_results.append(res)
-        print(ratio_table(max_results, "dense compiled", "sketch_render, max composite"))
         print()
+        print(speedup_table(max_results, "native", "sketch_render, max composite", run))
         results += max_results
-    print(summary(results))
     if args.json:
-        save(results, args.json)
+        save(results, args.json, run)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.harness import machine, measure, ratio_table, save
+from benchmarks.harness import add_arguments, begin, measure, save, speedup_table
 
 SHAPES = [(64, 16, 64, 64), (16, 32, 128, 128)]
 IMPLS = ("torch_artic", "dense")
@@ -49,14 +49,11 @@ def make_step(impl: str, shape: tuple[int, ...], device: str, covariance: bool):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
+    add_arguments(parser)
     parser.add_argument("--covariance", action="store_true", help="also time mean+covariance")
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
-
-    print(machine(), flush=True)
+    run = begin(args)
     variants = [False, True] if args.covariance else [False]
     results = []
     for covariance in variants:
@@ -80,9 +77,9 @@ def main(argv=None) -> None:
                 if res is not None:
                     results.append(res)
     print()
-    print(ratio_table(results, "dense", f"soft_argmax2d vs dense ({machine()})"))
-    if args.out:
-        save(results, args.out)
+    print(speedup_table(results, "torch_artic", f"soft_argmax2d vs dense ({args.device})", run))
+    if args.json:
+        save(results, args.json, run)
 
 
 if __name__ == "__main__":
