@@ -23,6 +23,11 @@ inline void check_launch(const char* op) {
   TA_CHECK(err == cudaSuccess, op, "CUDA kernel launch failed: ", cudaGetErrorString(err));
 }
 
+// This thread's index in a 1-D launch.
+__device__ __forceinline__ int64_t global_thread() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+
 // The floating dtypes the CUDA kernels compute in (float16/bfloat16 accumulate in float32).
 inline constexpr ScalarType kCudaFloating[] = {ScalarType::Float, ScalarType::Double,
                                                ScalarType::Half, ScalarType::BFloat16};

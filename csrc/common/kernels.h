@@ -34,9 +34,19 @@ void impl_kernel(Lib& m, const char* device, const ScalarType (&dtypes)[N], cons
   m.impl(op, fn);
 }
 
-// TA_IMPL(m, "cpu", kCpuFloating, "op_name", &function)
-#define TA_IMPL(m, device, dtypes, op, fn) \
-  ::torch_artic::impl_kernel((m), (device), (dtypes), (op), TORCH_BOX(fn))
+// Inside STABLE_TORCH_LIBRARY_IMPL(torch_artic, CPU, m): TA_IMPL_CPU(m, ns, kOp, fn)
+// registers torch_artic::ns::fn as the CPU kernel of the op named torch_artic::ns::kOp,
+// computing in kCpuFloating (TA_IMPL_CUDA: CUDA, kCudaFloating, from common/cuda.cuh).
+#define TA_IMPL(m, device, dtypes, ns, op, fn)                                         \
+  ::torch_artic::impl_kernel((m), (device), ::torch_artic::dtypes, ::torch_artic::ns::op, \
+                             TORCH_BOX(&::torch_artic::ns::fn))
+#define TA_IMPL_CPU(m, ns, op, fn) TA_IMPL(m, "cpu", kCpuFloating, ns, op, fn)
+#define TA_IMPL_CUDA(m, ns, op, fn) TA_IMPL(m, "cuda", kCudaFloating, ns, op, fn)
+// An op's forward and backward kernels: ns::kOp <- fwd, ns::kBackwardOp <- bwd (DEV: CPU,
+// CUDA).
+#define TA_IMPL_OP(m, DEV, ns, fwd, bwd) \
+  TA_IMPL_##DEV(m, ns, kOp, fwd);        \
+  TA_IMPL_##DEV(m, ns, kBackwardOp, bwd)
 
 // ---------------------------------------------------------------- CPU dtype dispatch
 // The floating dtypes the CPU kernels compute in (and nothing else).

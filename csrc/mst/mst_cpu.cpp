@@ -10,8 +10,7 @@
 #include <tuple>
 #include <vector>
 
-namespace torch_artic {
-namespace mst {
+namespace torch_artic::mst {
 namespace {
 
 template <typename T>
@@ -96,10 +95,8 @@ std::tuple<Tensor, Tensor, Tensor> mst_prim_cpu(const Tensor& costs) {
 }
 
 }  // namespace
-}  // namespace mst
-}  // namespace torch_artic
+}  // namespace torch_artic::mst
 
 STABLE_TORCH_LIBRARY_IMPL(torch_artic, CPU, m) {
-  using namespace torch_artic;
-  TA_IMPL(m, "cpu", kCpuFloating, mst::kOp, &mst::mst_prim_cpu);
+  TA_IMPL_CPU(m, mst, kOp, mst_prim_cpu);
 }

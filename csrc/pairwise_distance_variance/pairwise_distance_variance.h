@@ -30,6 +30,7 @@
 #include "common/math.h"
 #include "common/stable.h"
 
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -138,6 +139,21 @@ inline void check_backward_args(const Tensor& points, const std::optional<Tensor
     check_tensor_arg(kBackwardOp, *c.first, c.second, points, "points", points.scalar_type());
     check_sizes(kBackwardOp, *c.first, c.second, {K, K}, "[K, K]");
   }
+}
+
+// The outputs every backend's entry points allocate: the forward's four [K, K]
+// statistics, the backward's gradients (grad_confidence [0] without confidences).
+inline std::tuple<Tensor, Tensor, Tensor, Tensor> stats_outputs(const Tensor& points) {
+  const int64_t K = points.size(1);
+  return {empty(kOp, points, {K, K}, "wsum"), empty(kOp, points, {K, K}, "w2sum"),
+          empty(kOp, points, {K, K}, "mean"), empty(kOp, points, {K, K}, "m2")};
+}
+
+inline std::tuple<Tensor, Tensor> gradient_outputs(const Tensor& points,
+                                                   const std::optional<Tensor>& confidence) {
+  const auto conf = confidence.has_value() ? shape_of(*confidence) : std::vector<int64_t>{0};
+  return {empty(kBackwardOp, points, shape_of(points), "grad_points"),
+          empty(kBackwardOp, points, conf, "grad_confidence")};
 }
 
 }  // namespace pdv

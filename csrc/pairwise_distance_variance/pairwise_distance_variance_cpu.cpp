@@ -16,8 +16,7 @@
 #include <tuple>
 #include <vector>
 
-namespace torch_artic {
-namespace pdv {
+namespace torch_artic::pdv {
 namespace {
 
 // Below this many pair evaluations a kernel runs on the calling thread.
@@ -144,11 +143,7 @@ void stats_cpu(const Tensor& points, const std::optional<Tensor>& confidence, Te
 std::tuple<Tensor, Tensor, Tensor, Tensor> pairwise_distance_stats_cpu(
     const Tensor& points, const std::optional<Tensor>& confidence) {
   check_args(kOp, points, confidence);
-  const int64_t K = points.size(1);
-  Tensor wsum = empty(kOp, points, {K, K}, "wsum");
-  Tensor w2sum = empty(kOp, points, {K, K}, "w2sum");
-  Tensor mean = empty(kOp, points, {K, K}, "mean");
-  Tensor m2 = empty(kOp, points, {K, K}, "m2");
+  auto [wsum, w2sum, mean, m2] = stats_outputs(points);
   dispatch_cpu_floating(kOp, points.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     dispatch_dim(points.size(2), [&](auto dd) {
@@ -243,10 +238,7 @@ std::tuple<Tensor, Tensor> pairwise_distance_stats_backward_cpu(
     const Tensor& coef_m2, const Tensor& coef_mean, const Tensor& coef_wsum,
     const Tensor& coef_w2sum) {
   check_backward_args(points, confidence, mean, coef_m2, coef_mean, coef_wsum, coef_w2sum);
-  Tensor gp = empty(kBackwardOp, points, shape_of(points), "grad_points");
-  Tensor gc = empty(kBackwardOp, points,
-                    confidence.has_value() ? shape_of(*confidence) : std::vector<int64_t>{0},
-                    "grad_confidence");
+  auto [gp, gc] = gradient_outputs(points, confidence);
   dispatch_cpu_floating(kBackwardOp, points.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     dispatch_dim(points.size(2), [&](auto dd) {
@@ -264,11 +256,8 @@ std::tuple<Tensor, Tensor> pairwise_distance_stats_backward_cpu(
 }
 
 }  // namespace
-}  // namespace pdv
-}  // namespace torch_artic
+}  // namespace torch_artic::pdv
 
 STABLE_TORCH_LIBRARY_IMPL(torch_artic, CPU, m) {
-  using namespace torch_artic;
-  TA_IMPL(m, "cpu", kCpuFloating, pdv::kOp, &pdv::pairwise_distance_stats_cpu);
-  TA_IMPL(m, "cpu", kCpuFloating, pdv::kBackwardOp, &pdv::pairwise_distance_stats_backward_cpu);
+  TA_IMPL_OP(m, CPU, pdv, pairwise_distance_stats_cpu, pairwise_distance_stats_backward_cpu);
 }

@@ -13,8 +13,7 @@
 
 #include <tuple>
 
-namespace torch_artic {
-namespace pdv {
+namespace torch_artic::pdv {
 namespace {
 
 constexpr int kThreads = 256;
@@ -72,7 +71,7 @@ __global__ void backward_kernel(const T* __restrict__ p, const T* __restrict__ c
                                 const T* __restrict__ Cm, const T* __restrict__ Dm, T* gp,
                                 T* gc) {
   using A = acc_t<T>;
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t r = global_thread();
   if (r >= B * K) return;
   const int64_t b = r / K, i = r % K;
   const T* pb = p + b * K * D;
@@ -119,10 +118,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> pairwise_distance_stats_cuda(
   check_args(kOp, points, confidence);
   torch::stable::accelerator::DeviceGuard guard(points.get_device_index());
   const int64_t B = points.size(0), K = points.size(1), D = points.size(2);
-  Tensor wsum = empty(kOp, points, {K, K}, "wsum");
-  Tensor w2sum = empty(kOp, points, {K, K}, "w2sum");
-  Tensor mean = empty(kOp, points, {K, K}, "mean");
-  Tensor m2 = empty(kOp, points, {K, K}, "m2");
+  auto [wsum, w2sum, mean, m2] = stats_outputs(points);
   if (K == 0) return {wsum, w2sum, mean, m2};
   const cudaStream_t stream = current_stream(points);
   dispatch_cuda_floating(kOp, points.scalar_type(), [&](auto tag) {
@@ -146,10 +142,7 @@ std::tuple<Tensor, Tensor> pairwise_distance_stats_backward_cuda(
   check_backward_args(points, confidence, mean, coef_m2, coef_mean, coef_wsum, coef_w2sum);
   torch::stable::accelerator::DeviceGuard guard(points.get_device_index());
   const int64_t B = points.size(0), K = points.size(1), D = points.size(2);
-  Tensor gp = empty(kBackwardOp, points, shape_of(points), "grad_points");
-  Tensor gc = empty(kBackwardOp, points,
-                    confidence.has_value() ? shape_of(*confidence) : std::vector<int64_t>{0},
-                    "grad_confidence");
+  auto [gp, gc] = gradient_outputs(points, confidence);
   const int64_t rows = B * K;
   if (rows == 0) return {gp, gc};
   const cudaStream_t stream = current_stream(points);
@@ -171,11 +164,8 @@ std::tuple<Tensor, Tensor> pairwise_distance_stats_backward_cuda(
 }
 
 }  // namespace
-}  // namespace pdv
-}  // namespace torch_artic
+}  // namespace torch_artic::pdv
 
 STABLE_TORCH_LIBRARY_IMPL(torch_artic, CUDA, m) {
-  using namespace torch_artic;
-  TA_IMPL(m, "cuda", kCudaFloating, pdv::kOp, &pdv::pairwise_distance_stats_cuda);
-  TA_IMPL(m, "cuda", kCudaFloating, pdv::kBackwardOp, &pdv::pairwise_distance_stats_backward_cuda);
+  TA_IMPL_OP(m, CUDA, pdv, pairwise_distance_stats_cuda, pairwise_distance_stats_backward_cuda);
 }

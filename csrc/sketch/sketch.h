@@ -308,6 +308,8 @@ TA_HD void finish_edge_grad(const EdgeP<A>& e, const GradTerms<S>& r, S* out) {
 // gradients of i (C) and of j (C).
 constexpr int64_t kAccFixed = 6;
 
+TA_HD int64_t record_size(int64_t C) { return kAccFixed + 2 * C; }
+
 // ---------------------------------------------------------------- lines of the upper triangle
 // First line index of row i (lines (i, j), j > i).
 TA_HD int64_t row_start(int64_t i, int64_t K) { return i * (2 * K - i - 1) / 2; }
@@ -587,6 +589,78 @@ inline void check_grad(const Tensor& grad, const Tensor& points,
   const int64_t C = colors.has_value() ? colors->size(2) : 1;
   check_tensor_arg(kBackwardOp, grad, "grad", points, "points", points.scalar_type());
   check_sizes(kBackwardOp, grad, "grad", {points.size(0), C, height, width}, "[B, C, H, W]");
+}
+
+// ---------------------------------------------------------------- entry points
+// The parameters of the two ops, as in sketch_schema.cpp (every backend's entry points
+// take exactly these).
+#define TA_SKETCH_FORWARD_PARAMS                                                             \
+  const Tensor &points, const Tensor &strength, const Tensor &sigma,                        \
+      const std::optional<Tensor>&colors, int64_t height, int64_t width, std::string composite, \
+      double cutoff, bool keep_state
+#define TA_SKETCH_BACKWARD_PARAMS                                                          \
+  const Tensor &grad, const Tensor &points, const Tensor &strength, const Tensor &sigma,  \
+      const std::optional<Tensor>&colors, const Tensor &state, const Tensor &state_index, \
+      int64_t height, int64_t width, std::string composite, double cutoff,                 \
+      bool need_strength, bool need_sigma, bool need_colors
+
+// What every backend's entry points do before their kernels: check, allocate.
+struct Forward {
+  Composite mode;
+  int64_t B;
+  Tensor image, state, index;
+};
+
+inline Forward begin_forward(const Tensor& points, const Tensor& strength, const Tensor& sigma,
+                             const std::optional<Tensor>& colors, int64_t height, int64_t width,
+                             const std::string& composite, double cutoff, bool keep_state) {
+  Forward f;
+  f.mode = check_args(kOp, points, strength, sigma, colors, height, width, composite, cutoff);
+  f.B = points.size(0);
+  const int64_t C = colors.has_value() ? colors->size(2) : 1;
+  f.image = empty(kOp, points, {f.B, C, height, width}, "image");
+  f.state = empty(kOp, points, state_shape(f.mode, keep_state, f.B, C, height, width),
+                  state_dtype(points.scalar_type()), "state");
+  f.index = empty(kOp, points, state_index_shape(f.mode, keep_state, f.B, C, height, width),
+                  ScalarType::Int, "state_index");
+  return f;
+}
+
+struct Backward {
+  Composite mode;
+  bool kept;  // the forward's state is given
+  bool need_strength, need_sigma, need_colors;
+  int64_t B, K, E, C;
+  Tensor gp, gw, gs, gc;  // each gradient has the shape of its input ([0]: not needed)
+};
+
+// (with B = 0 the gradients come back already zeroed: nothing left to compute)
+inline Backward begin_backward(const Tensor& grad, const Tensor& points, const Tensor& strength,
+                               const Tensor& sigma, const std::optional<Tensor>& colors,
+                               const Tensor& state, const Tensor& state_index, int64_t height,
+                               int64_t width, const std::string& composite, double cutoff,
+                               bool need_strength, bool need_sigma, bool need_colors) {
+  Backward r;
+  r.mode =
+      check_args(kBackwardOp, points, strength, sigma, colors, height, width, composite, cutoff);
+  check_grad(grad, points, colors, height, width);
+  r.B = points.size(0);
+  r.K = points.size(1);
+  r.E = r.K * (r.K - 1) / 2;
+  r.C = colors.has_value() ? colors->size(2) : 1;
+  r.kept = check_state(state, state_index, points, r.mode, r.C, height, width);
+  r.need_strength = need_strength;
+  r.need_sigma = need_sigma;
+  r.need_colors = need_colors && colors.has_value();
+  const std::vector<int64_t> none{0};
+  r.gp = empty(kBackwardOp, points, {r.B, r.K, 2}, "grad_points");
+  r.gw = empty(kBackwardOp, points, need_strength ? shape_of(strength) : none, "grad_strength");
+  r.gs = empty(kBackwardOp, points, need_sigma ? shape_of(sigma) : none, "grad_sigma");
+  r.gc = empty(kBackwardOp, points, r.need_colors ? shape_of(*colors) : none, "grad_colors");
+  if (r.B == 0) {
+    for (Tensor* t : {&r.gw, &r.gs, &r.gc}) torch::stable::zero_(*t);
+  }
+  return r;
 }
 
 }  // namespace sketch

@@ -28,8 +28,7 @@
 #include <tuple>
 #include <vector>
 
-namespace torch_artic {
-namespace sketch {
+namespace torch_artic::sketch {
 namespace {
 
 constexpr int64_t kRowBlock = 16;
@@ -579,78 +578,50 @@ void backward_impl(const Tensor& like, const Lines<T>& L, const T* g, KeptState<
   }
 }
 
-std::tuple<Tensor, Tensor, Tensor> sketch_render_forward_cpu(
-    const Tensor& points, const Tensor& strength, const Tensor& sigma,
-    const std::optional<Tensor>& colors, int64_t height, int64_t width, std::string composite,
-    double cutoff, bool keep_state) {
-  const Composite mode =
-      check_args(kOp, points, strength, sigma, colors, height, width, composite, cutoff);
-  const int64_t B = points.size(0);
-  const int64_t C = colors.has_value() ? colors->size(2) : 1;
-  Tensor out = empty(kOp, points, {B, C, height, width}, "image");
-  Tensor state = empty(kOp, points, state_shape(mode, keep_state, B, C, height, width),
-                       state_dtype(points.scalar_type()), "state");
-  Tensor index = empty(kOp, points, state_index_shape(mode, keep_state, B, C, height, width),
-                       ScalarType::Int, "state_index");
-  if (B == 0) return {out, state, index};
-  dispatch_cpu_floating(kOp, points.scalar_type(), [&](auto tag) {
-    using T = decltype(tag);
-    const Lines<T> L(make_args<T>(points, strength, sigma, colors, height, width, cutoff));
-    const State<T> keep{state.numel() ? state.mutable_data_ptr<T>() : nullptr,
-                        index.numel() ? index.mutable_data_ptr<int32_t>() : nullptr};
-    dispatch_composite(mode, [&](auto m) {
-      forward_impl<T, decltype(m)::value>(L, out.mutable_data_ptr<T>(), keep);
+std::tuple<Tensor, Tensor, Tensor> sketch_render_forward_cpu(TA_SKETCH_FORWARD_PARAMS) {
+  Forward f = begin_forward(points, strength, sigma, colors, height, width, composite, cutoff,
+                            keep_state);
+  if (f.B > 0) {
+    dispatch_cpu_floating(kOp, points.scalar_type(), [&](auto tag) {
+      using T = decltype(tag);
+      const Lines<T> L(make_args<T>(points, strength, sigma, colors, height, width, cutoff));
+      const State<T> keep{f.state.numel() ? f.state.mutable_data_ptr<T>() : nullptr,
+                          f.index.numel() ? f.index.mutable_data_ptr<int32_t>() : nullptr};
+      dispatch_composite(f.mode, [&](auto m) {
+        forward_impl<T, decltype(m)::value>(L, f.image.mutable_data_ptr<T>(), keep);
+      });
     });
-  });
-  return {out, state, index};
+  }
+  return {f.image, f.state, f.index};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> sketch_render_backward_cpu(
-    const Tensor& grad, const Tensor& points, const Tensor& strength, const Tensor& sigma,
-    const std::optional<Tensor>& colors, const Tensor& state, const Tensor& state_index,
-    int64_t height, int64_t width, std::string composite, double cutoff, bool need_strength,
-    bool need_sigma, bool need_colors) {
-  const Composite mode =
-      check_args(kBackwardOp, points, strength, sigma, colors, height, width, composite, cutoff);
-  check_grad(grad, points, colors, height, width);
-  const int64_t B = points.size(0), K = points.size(1);
-  const int64_t C = colors.has_value() ? colors->size(2) : 1;
-  const bool kept = check_state(state, state_index, points, mode, C, height, width);
-  need_colors = need_colors && colors.has_value();
-  // Each gradient has the shape of its input (or [0] when not needed).
-  const std::vector<int64_t> none{0};
-  Tensor gp = empty(kBackwardOp, points, {B, K, 2}, "grad_points");
-  Tensor gw = empty(kBackwardOp, points, need_strength ? shape_of(strength) : none,
-                    "grad_strength");
-  Tensor gs = empty(kBackwardOp, points, need_sigma ? shape_of(sigma) : none, "grad_sigma");
-  Tensor gc = empty(kBackwardOp, points, need_colors ? shape_of(*colors) : none, "grad_colors");
-  if (B == 0) {
-    for (Tensor* t : {&gw, &gs, &gc}) torch::stable::zero_(*t);
-    return {gp, gw, gs, gc};
-  }
-  dispatch_cpu_floating(kBackwardOp, points.scalar_type(), [&](auto tag) {
-    using T = decltype(tag);
-    const Lines<T> L(make_args<T>(points, strength, sigma, colors, height, width, cutoff));
-    const KeptState<T> st{kept && state.numel() ? state.const_data_ptr<T>() : nullptr,
-                          kept && state_index.numel() ? state_index.const_data_ptr<int32_t>()
-                                                      : nullptr};
-    dispatch_composite(mode, [&](auto m) {
-      backward_impl<T, decltype(m)::value>(
-          points, L, grad.const_data_ptr<T>(), st, Needs{need_strength, need_sigma, need_colors},
-          gp.mutable_data_ptr<T>(), need_strength ? gw.mutable_data_ptr<T>() : nullptr,
-          need_sigma ? gs.mutable_data_ptr<T>() : nullptr,
-          need_colors ? gc.mutable_data_ptr<T>() : nullptr);
+    TA_SKETCH_BACKWARD_PARAMS) {
+  Backward r = begin_backward(grad, points, strength, sigma, colors, state, state_index, height,
+                              width, composite, cutoff, need_strength, need_sigma, need_colors);
+  if (r.B > 0) {
+    dispatch_cpu_floating(kBackwardOp, points.scalar_type(), [&](auto tag) {
+      using T = decltype(tag);
+      const Lines<T> L(make_args<T>(points, strength, sigma, colors, height, width, cutoff));
+      const KeptState<T> st{
+          r.kept && state.numel() ? state.const_data_ptr<T>() : nullptr,
+          r.kept && state_index.numel() ? state_index.const_data_ptr<int32_t>() : nullptr};
+      dispatch_composite(r.mode, [&](auto m) {
+        backward_impl<T, decltype(m)::value>(
+            points, L, grad.const_data_ptr<T>(), st,
+            Needs{r.need_strength, r.need_sigma, r.need_colors}, r.gp.mutable_data_ptr<T>(),
+            r.need_strength ? r.gw.mutable_data_ptr<T>() : nullptr,
+            r.need_sigma ? r.gs.mutable_data_ptr<T>() : nullptr,
+            r.need_colors ? r.gc.mutable_data_ptr<T>() : nullptr);
+      });
     });
-  });
-  return {gp, gw, gs, gc};
+  }
+  return {r.gp, r.gw, r.gs, r.gc};
 }
 
 }  // namespace
-}  // namespace sketch
-}  // namespace torch_artic
+}  // namespace torch_artic::sketch
 
 STABLE_TORCH_LIBRARY_IMPL(torch_artic, CPU, m) {
-  using namespace torch_artic;
-  TA_IMPL(m, "cpu", kCpuFloating, sketch::kOp, &sketch::sketch_render_forward_cpu);
-  TA_IMPL(m, "cpu", kCpuFloating, sketch::kBackwardOp, &sketch::sketch_render_backward_cpu);
+  TA_IMPL_OP(m, CPU, sketch, sketch_render_forward_cpu, sketch_render_backward_cpu);
 }

@@ -27,8 +27,7 @@
 #include <algorithm>
 #include <tuple>
 
-namespace torch_artic {
-namespace sketch {
+namespace torch_artic::sketch {
 namespace {
 
 constexpr int kTile = 16;
@@ -169,7 +168,7 @@ template <typename T, int MODE>
 __global__ void coef_kernel(int64_t n, const T* __restrict__ grad,
                             const acc_t<T>* __restrict__ value, acc_t<T>* __restrict__ coefA) {
   using A = acc_t<T>;
-  const int64_t o = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t o = global_thread();
   if (o >= n) return;
   coefA[o] = composite_coef<MODE>(value ? value[o] : A(0), MODE == kSoftOr ? value[o] : A(1),
                                   load(grad, o));
@@ -193,7 +192,7 @@ __global__ void __launch_bounds__(kEdgeThreads)
   __shared__ A red[kWarps][kNR];
   const int64_t e = blockIdx.x;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int64_t P = kAccFixed + 2 * a.C;
+  const int64_t P = record_size(a.C);
   const int64_t HW = a.H * a.W;
   int64_t i, j;
   edge_ij(e, a.K, &i, &j);
@@ -299,10 +298,10 @@ template <typename T>
 __global__ void gather_points_kernel(int64_t B, int64_t K, int64_t E, int64_t C,
                                      const acc_t<T>* __restrict__ acc, T* __restrict__ gp) {
   using A = acc_t<T>;
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t r = global_thread();
   if (r >= B * K) return;
   const int64_t b = r / K, k = r % K;
-  const int64_t P = kAccFixed + 2 * C;
+  const int64_t P = record_size(C);
   const A* ab = acc + b * E * P;
   A gx = 0, gy = 0;
   for (int64_t i = 0; i < k; ++i) {  // lines (i, k): k is the second end
@@ -325,11 +324,11 @@ template <typename T>
 __global__ void gather_colors_kernel(int64_t B, int64_t K, int64_t E, int64_t C, bool batched,
                                      const acc_t<T>* __restrict__ acc, T* __restrict__ gc) {
   using A = acc_t<T>;
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t r = global_thread();
   if (r >= (batched ? B : 1) * K) return;
   const int64_t k = r % K;
   const int64_t b0 = batched ? r / K : 0, b1 = batched ? b0 + 1 : B;
-  const int64_t P = kAccFixed + 2 * C;
+  const int64_t P = record_size(C);
   for (int64_t ch = 0; ch < C; ++ch) {
     A g = 0;
     for (int64_t b = b0; b < b1; ++b) {
@@ -341,21 +340,16 @@ __global__ void gather_colors_kernel(int64_t B, int64_t K, int64_t E, int64_t C,
   }
 }
 
-// Column `col` of the per-(sample, line) records: per (sample, line) when batched, else
-// per line summed over the samples in order.
+// Column `col` of the per-(sample, line) records, for each of `rows` outputs: per
+// (sample, line) when batched (rows = B E, samples = 1), else per line summed over the
+// samples in order (rows = E, samples = B).
 template <typename T>
-__global__ void line_grad_kernel(int64_t B, int64_t E, int64_t C, bool batched, int col,
+__global__ void line_grad_kernel(int64_t rows, int64_t samples, int64_t E, int64_t P, int col,
                                  const acc_t<T>* __restrict__ acc, T* __restrict__ out) {
-  using A = acc_t<T>;
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (r >= (batched ? B : 1) * E) return;
-  const int64_t P = kAccFixed + 2 * C;
-  if (batched) {
-    out[r] = static_cast<T>(acc[r * P + col]);
-    return;
-  }
-  A s = 0;
-  for (int64_t b = 0; b < B; ++b) s += acc[(b * E + r) * P + col];
+  const int64_t r = global_thread();
+  if (r >= rows) return;
+  acc_t<T> s = 0;
+  for (int64_t b = 0; b < samples; ++b) s += acc[(b * E + r) * P + col];
   out[r] = static_cast<T>(s);
 }
 
@@ -367,82 +361,56 @@ dim3 pixel_grid(int64_t B, int64_t H, int64_t W) {
 
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + 255) / 256); }
 
-std::tuple<Tensor, Tensor, Tensor> sketch_render_forward_cuda(
-    const Tensor& points, const Tensor& strength, const Tensor& sigma,
-    const std::optional<Tensor>& colors, int64_t height, int64_t width, std::string composite,
-    double cutoff, bool keep_state) {
-  const Composite mode =
-      check_args(kOp, points, strength, sigma, colors, height, width, composite, cutoff);
+std::tuple<Tensor, Tensor, Tensor> sketch_render_forward_cuda(TA_SKETCH_FORWARD_PARAMS) {
   torch::stable::accelerator::DeviceGuard guard(points.get_device_index());
-  const int64_t B = points.size(0);
-  const int64_t C = colors.has_value() ? colors->size(2) : 1;
-  Tensor out = empty(kOp, points, {B, C, height, width}, "image");
-  Tensor state = empty(kOp, points, state_shape(mode, keep_state, B, C, height, width),
-                       state_dtype(points.scalar_type()), "state");
-  Tensor index = empty(kOp, points, state_index_shape(mode, keep_state, B, C, height, width),
-                       ScalarType::Int, "state_index");
-  if (B == 0) return {out, state, index};
+  Forward f = begin_forward(points, strength, sigma, colors, height, width, composite, cutoff,
+                            keep_state);
+  if (f.B == 0) return {f.image, f.state, f.index};
   const cudaStream_t stream = current_stream(points);
+  const int64_t C = f.image.size(1);
   dispatch_cuda_floating(kOp, points.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;
     Launch<T> L{make_args<T>(points, strength, sigma, colors, height, width, cutoff), 0, 1};
-    const PixelOut<T> w{out.mutable_data_ptr<T>(), nullptr,
-                        state.numel() ? state.mutable_data_ptr<A>() : nullptr, nullptr, nullptr,
-                        index.numel() ? index.mutable_data_ptr<int32_t>() : nullptr};
-    dispatch_composite(mode, [&](auto m) {
+    const PixelOut<T> w{f.image.mutable_data_ptr<T>(), nullptr,
+                        f.state.numel() ? f.state.mutable_data_ptr<A>() : nullptr, nullptr,
+                        nullptr, f.index.numel() ? f.index.mutable_data_ptr<int32_t>() : nullptr};
+    dispatch_composite(f.mode, [&](auto m) {
       constexpr int M = decltype(m)::value;
       for (int64_t c0 = 0; c0 < C; c0 += kCG) {
         L.c0 = c0;
         L.nc = static_cast<int>(std::min<int64_t>(kCG, C - c0));
+        const dim3 grid = pixel_grid(f.B, height, width);
         if (keep_state && M != kSumClamp) {
-          pixel_kernel<T, M, true><<<pixel_grid(B, height, width), kPixThreads, 0, stream>>>(L, w);
+          pixel_kernel<T, M, true><<<grid, kPixThreads, 0, stream>>>(L, w);
         } else {
-          pixel_kernel<T, M, false><<<pixel_grid(B, height, width), kPixThreads, 0, stream>>>(L, w);
+          pixel_kernel<T, M, false><<<grid, kPixThreads, 0, stream>>>(L, w);
         }
         check_launch(kOp);
       }
     });
   });
-  return {out, state, index};
+  return {f.image, f.state, f.index};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> sketch_render_backward_cuda(
-    const Tensor& grad, const Tensor& points, const Tensor& strength, const Tensor& sigma,
-    const std::optional<Tensor>& colors, const Tensor& state, const Tensor& state_index,
-    int64_t height, int64_t width, std::string composite, double cutoff, bool need_strength,
-    bool need_sigma, bool need_colors) {
-  const Composite mode =
-      check_args(kBackwardOp, points, strength, sigma, colors, height, width, composite, cutoff);
-  check_grad(grad, points, colors, height, width);
+    TA_SKETCH_BACKWARD_PARAMS) {
   torch::stable::accelerator::DeviceGuard guard(points.get_device_index());
-  const int64_t B = points.size(0), K = points.size(1);
-  const int64_t E = K * (K - 1) / 2;
-  const int64_t C = colors.has_value() ? colors->size(2) : 1;
-  const bool kept = check_state(state, state_index, points, mode, C, height, width);
-  need_colors = need_colors && colors.has_value();
-  // Each gradient has the shape of its input (or [0] when not needed).
-  const std::vector<int64_t> none{0};
-  Tensor gp = empty(kBackwardOp, points, {B, K, 2}, "grad_points");
-  Tensor gw = empty(kBackwardOp, points, need_strength ? shape_of(strength) : none,
-                    "grad_strength");
-  Tensor gs = empty(kBackwardOp, points, need_sigma ? shape_of(sigma) : none, "grad_sigma");
-  Tensor gc = empty(kBackwardOp, points, need_colors ? shape_of(*colors) : none, "grad_colors");
-  if (B == 0) {
-    for (Tensor* t : {&gw, &gs, &gc}) torch::stable::zero_(*t);
-    return {gp, gw, gs, gc};
-  }
+  Backward r = begin_backward(grad, points, strength, sigma, colors, state, state_index, height,
+                              width, composite, cutoff, need_strength, need_sigma, need_colors);
+  if (r.B == 0) return {r.gp, r.gw, r.gs, r.gc};
+  const int64_t B = r.B, K = r.K, E = r.E, C = r.C;
   const cudaStream_t stream = current_stream(points);
   const ScalarType acc_st = state_dtype(points.scalar_type());
-  const bool soft_or = mode == kSoftOr, with_idx = mode != kSumClamp;
+  const bool soft_or = r.mode == kSoftOr, with_idx = r.mode != kSumClamp;
   const int64_t n = B * C * height * width;
-  const std::vector<int64_t> plane{B, C, height, width};
+  const std::vector<int64_t> plane{B, C, height, width}, none{0};
   // Per pixel and channel: coefA (composite_coef), coefB (soft_or's fm), idx (soft_or's /
   // max's tracked line): from the kept state, or from a state pass.
   Tensor coefA = empty(kBackwardOp, points, plane, acc_st, "per-pixel coefficients");
-  Tensor coefB = empty(kBackwardOp, points, soft_or && !kept ? plane : none, acc_st,
+  Tensor coefB = empty(kBackwardOp, points, soft_or && !r.kept ? plane : none, acc_st,
                        "per-pixel factors");
-  Tensor idx = empty(kBackwardOp, points, with_idx && !kept ? plane : none, ScalarType::Int,
+  Tensor idx = empty(kBackwardOp, points, with_idx && !r.kept ? plane : none, ScalarType::Int,
                      "per-pixel lines");
   Tensor acc = empty(kBackwardOp, points, {B, E, kAccFixed + 2 * C}, acc_st, "per-line sums");
   dispatch_cuda_floating(kBackwardOp, points.scalar_type(), [&](auto tag) {
@@ -450,15 +418,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sketch_render_backward_cuda(
     using A = acc_t<T>;
     Launch<T> L{make_args<T>(points, strength, sigma, colors, height, width, cutoff), 0, 1};
     A* pA = coefA.mutable_data_ptr<A>();
-    const A* kv = kept && state.numel() ? state.const_data_ptr<A>() : nullptr;
-    const A* pB = !soft_or ? nullptr : (kept ? kv + n : coefB.mutable_data_ptr<A>());
+    const A* kv = r.kept && state.numel() ? state.const_data_ptr<A>() : nullptr;
+    const A* pB = !soft_or ? nullptr : (r.kept ? kv + n : coefB.mutable_data_ptr<A>());
     const int32_t* pI = !with_idx ? nullptr
-                                  : (kept ? state_index.const_data_ptr<int32_t>()
-                                          : idx.mutable_data_ptr<int32_t>());
+                                  : (r.kept ? state_index.const_data_ptr<int32_t>()
+                                            : idx.mutable_data_ptr<int32_t>());
     A* pacc = acc.mutable_data_ptr<A>();
-    dispatch_composite(mode, [&](auto m) {
+    dispatch_composite(r.mode, [&](auto m) {
       constexpr int M = decltype(m)::value;
-      if (kept) {
+      if (r.kept) {
         coef_kernel<T, M><<<blocks_for(n), 256, 0, stream>>>(n, grad.const_data_ptr<T>(), kv,
                                                               pA);
         check_launch(kBackwardOp);
@@ -482,39 +450,38 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sketch_render_backward_cuda(
         for (int64_t c0 = 0; c0 < C; c0 += kCG) {
           L.c0 = c0;
           L.nc = static_cast<int>(std::min<int64_t>(kCG, C - c0));
-          edge_kernel<T, M><<<grid, kEdgeThreads, 0, stream>>>(L, c0 == 0, need_strength, pA,
+          edge_kernel<T, M><<<grid, kEdgeThreads, 0, stream>>>(L, c0 == 0, r.need_strength, pA,
                                                                pB, pI, pacc);
           check_launch(kBackwardOp);
         }
       }
     });
     gather_points_kernel<T><<<blocks_for(B * K), 256, 0, stream>>>(B, K, E, C, pacc,
-                                                                   gp.mutable_data_ptr<T>());
+                                                                   r.gp.mutable_data_ptr<T>());
     check_launch(kBackwardOp);
-    if (need_colors) {
+    if (r.need_colors) {
       const bool cb = L.a.c_b;
       gather_colors_kernel<T><<<blocks_for((cb ? B : 1) * K), 256, 0, stream>>>(
-          B, K, E, C, cb, pacc, gc.mutable_data_ptr<T>());
+          B, K, E, C, cb, pacc, r.gc.mutable_data_ptr<T>());
       check_launch(kBackwardOp);
     }
-    const std::tuple<bool, bool, int, Tensor*> lines[] = {{need_strength, L.a.w_b, 4, &gw},
-                                                          {need_sigma, L.a.s_b, 5, &gs}};
+    const std::tuple<bool, bool, int, Tensor*> lines[] = {{r.need_strength, L.a.w_b, 4, &r.gw},
+                                                          {r.need_sigma, L.a.s_b, 5, &r.gs}};
     for (const auto& [need, batched, col, out] : lines) {
       if (!need || E == 0) continue;
-      line_grad_kernel<T><<<blocks_for((batched ? B : 1) * E), 256, 0, stream>>>(
-          B, E, C, batched, col, pacc, out->template mutable_data_ptr<T>());
+      const int64_t rows = (batched ? B : 1) * E;
+      line_grad_kernel<T><<<blocks_for(rows), 256, 0, stream>>>(
+          rows, batched ? 1 : B, E, record_size(C), col, pacc,
+          out->template mutable_data_ptr<T>());
       check_launch(kBackwardOp);
     }
   });
-  return {gp, gw, gs, gc};
+  return {r.gp, r.gw, r.gs, r.gc};
 }
 
 }  // namespace
-}  // namespace sketch
-}  // namespace torch_artic
+}  // namespace torch_artic::sketch
 
 STABLE_TORCH_LIBRARY_IMPL(torch_artic, CUDA, m) {
-  using namespace torch_artic;
-  TA_IMPL(m, "cuda", kCudaFloating, sketch::kOp, &sketch::sketch_render_forward_cuda);
-  TA_IMPL(m, "cuda", kCudaFloating, sketch::kBackwardOp, &sketch::sketch_render_backward_cuda);
+  TA_IMPL_OP(m, CUDA, sketch, sketch_render_forward_cuda, sketch_render_backward_cuda);
 }
