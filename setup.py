@@ -35,8 +35,13 @@ def _extensions():
     cpp = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
     cu = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
     force_cuda = os.environ.get("FORCE_CUDA", "0") == "1"
+    # A CUDA torch and a toolkit alone do not ask for CUDA kernels: under pip's build
+    # isolation this torch is PyPI's CUDA build whatever torch the user runs, and with
+    # no GPU and no TORCH_CUDA_ARCH_LIST torch has no architecture to compile for.
+    cuda_target = bool(os.environ.get("TORCH_CUDA_ARCH_LIST")) or torch.cuda.is_available()
     use_cuda = bool(cu) and (
-        force_cuda or (torch.version.cuda is not None and CUDA_HOME is not None)
+        force_cuda
+        or (torch.version.cuda is not None and CUDA_HOME is not None and cuda_target)
     )
     debug = os.environ.get("TORCH_ARTIC_DEBUG", "0") == "1"
     defines = [
