@@ -1,12 +1,21 @@
 """Benchmark: ``tps_warp`` vs kornia's ``get_tps_transform`` + ``warp_image_tps``.
 
 Cases: ``[32, 3, 128, 128]`` images with a 5x5 control grid, forward only and forward +
-backward (gradients w.r.t. the image and both control sets); and 1024 points per sample
-through the exact inverse (``inverse="newton"``), the forward-fit shortcut (``"fit"``) and
-kornia's ``warp_points_tps``. kornia is an optional benchmark dependency: without it only
-torch_artic is timed.
+backward (gradients w.r.t. the image and both control sets); and 1024 points per sample,
+forward + backward, through the exact inverse (``inverse="newton"``), against kornia's
+``warp_points_tps`` (a second spline fitted ``src -> dst``, the shortcut that is not the
+inverse of the image's warp) and the same shortcut in torch_artic (``inverse="fit"``).
+kornia is an optional benchmark dependency: without it only torch_artic is timed.
 
-    python benchmarks/bench_tps.py [--device cuda] [--repeats 15] [--json out.json]
+    python benchmarks/bench_tps.py [--threads 1] [--device cuda] [--repeats 15]
+        [--pairs 40] [--json out.json]
+
+Each case runs in its own subprocess (:mod:`benchmarks.harness`). The points case is
+also timed **back to back in one process** (``--pairs`` alternating calls of torch_artic
+and kornia, after a warm-up), which cancels most of the noise of a shared machine: the
+script prints the ratio torch_artic / kornia (< 1: torch_artic is faster) from the
+subprocess medians, and the median of the per-pair wall-time and CPU-time ratios from the
+back-to-back run, each with the load average.
 
 Note: the two libraries do not compute the same spline. kornia's system uses the
 kernel between the two point sets (``U(|src_i - dst_j|)``) and the side conditions of
@@ -19,11 +28,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from benchmarks.harness import machine, measure, ratio_table, save  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    add_arguments,
+    begin,
+    load_average,
+    measure,
+    save,
+    speedup_table,
+    times_table,
+)
 
 SHAPE = (32, 3, 128, 128)
 GRID = 5
@@ -82,12 +101,16 @@ def _point_inputs(device: str):
 
 
 def ours_points(device: str, inverse: str):
+    import warnings
+
     from torch_artic.tps import tps_warp
 
     src, dst, pts = _point_inputs(device)
 
     def step():
-        tps_warp(src, dst, points=pts, inverse=inverse).points.sum().backward()
+        with warnings.catch_warnings():  # one of the 32 warps folds: its warning, once
+            warnings.simplefilter("ignore", RuntimeWarning)
+            tps_warp(src, dst, points=pts, inverse=inverse).points.nansum().backward()
 
     return step
 
@@ -104,12 +127,44 @@ def kornia_points(device: str):
     return step
 
 
+def back_to_back(device: str, threads: int | None, pairs: int) -> dict:
+    """The points case, torch_artic (exact inverse) and kornia alternating in this process:
+    medians of the per-pair ratios of wall time and of this thread's CPU time."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    ours, peer = ours_points(device, "newton"), kornia_points(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(3):
+        ours(), peer()
+    load0 = load_average()
+    walls, cpus = [], []
+    for _ in range(pairs):
+        pair = []
+        for step in (ours, peer):
+            sync()
+            w0, c0 = time.perf_counter(), time.thread_time()
+            step()
+            sync()
+            pair.append((time.perf_counter() - w0, time.thread_time() - c0))
+        walls.append(pair[0][0] / pair[1][0])
+        cpus.append(pair[0][1] / pair[1][1])
+    return dict(
+        wall=statistics.median(walls),
+        cpu=statistics.median(cpus),
+        pairs=pairs,
+        load=(load0, load_average()),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu")
+    add_arguments(parser)
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument(
+        "--pairs", type=int, default=40, help="back-to-back pairs for the points ratio"
+    )
     args = parser.parse_args()
     try:
         import kornia  # noqa: F401
@@ -119,7 +174,7 @@ def main() -> None:
         have_kornia = False
         print("kornia is not installed: timing torch_artic only (pip install kornia)")
 
-    print(machine())
+    run = begin(args)
     kw = dict(repeats=args.repeats, device=args.device, threads=args.threads)
     case = f"{list(SHAPE)} {GRID}x{GRID}"
     results = []
@@ -129,20 +184,44 @@ def main() -> None:
         results.append(measure(op, case, "torch_artic", ours_image, args.device, backward, **kw))
     op, pcase = "tps_warp points fwd+bwd", f"[{SHAPE[0]}, {POINTS}, 2] {GRID}x{GRID}"
     if have_kornia:
-        results.append(measure(op, pcase, "kornia", kornia_points, args.device, **kw))
-    for inverse in ("newton", "fit"):
         results.append(
-            measure(op, pcase, f"torch_artic {inverse}", ours_points, args.device, inverse, **kw)
+            measure(op, pcase, "kornia (shortcut fit)", kornia_points, args.device, **kw)
         )
+    results.append(measure(op, pcase, "torch_artic", ours_points, args.device, "newton", **kw))
+    shortcut = measure(
+        op, pcase, 'torch_artic inverse="fit"', ours_points, args.device, "fit", **kw
+    )
     results = [r for r in results if r is not None]
     print()
-    print(
-        ratio_table(
-            results, "kornia" if have_kornia else "torch_artic", f"tps_warp ({args.device})"
+    title = f"tps_warp ({args.device}): torch_artic (exact inverse for points) vs kornia"
+    if have_kornia:
+        print(speedup_table(results, "torch_artic", title, run))
+    else:
+        print(times_table(results, title, run))
+    if shortcut is not None:
+        print()
+        print(times_table([shortcut], 'torch_artic inverse="fit" (the shortcut)', run))
+    if have_kornia:
+        mine = {r.impl: r for r in results if r.op == op}
+        ours, peer = mine.get("torch_artic"), mine.get("kornia (shortcut fit)")
+        print()
+        if ours and peer:
+            print(
+                f"points fwd+bwd {pcase}: torch_artic / kornia = "
+                f"{ours.median_ms / peer.median_ms:.3f} (subprocess medians, "
+                f"{ours.median_ms:.2f} ms vs {peer.median_ms:.2f} ms; < 1: torch_artic faster; "
+                f"load average {ours.load:.2f} / {peer.load:.2f})"
+            )
+        b2b = back_to_back(args.device, args.threads, args.pairs)
+        print(
+            f"points fwd+bwd {pcase}: torch_artic / kornia back to back in one process, "
+            f"median of {b2b['pairs']} pairs: wall {b2b['wall']:.3f}, CPU time {b2b['cpu']:.3f} "
+            f"(load average {b2b['load'][0]:.2f} -> {b2b['load'][1]:.2f})"
         )
-    )
+    if shortcut is not None:
+        results.append(shortcut)
     if args.json:
-        save(results, args.json)
+        save(results, args.json, run)
 
 
 if __name__ == "__main__":

@@ -201,28 +201,6 @@ def machine() -> str:
 
 # (transitional: the TPS and MTL benchmarks still call it; removed once they use
 # speedup_table)
-def ratio_table(results: list[Result], baseline_impl: str, title: str) -> str:
-    """A Markdown table, one row per (op, case, impl): time and peak memory as multiples
-    of the baseline impl's (``12.0x`` = twelve times the baseline's time or memory)."""
-    base = {(r.op, r.case): r for r in results if r.impl == baseline_impl}
-    lines = [
-        f"### {title}",
-        "",
-        f"| op | case | impl | median ms | peak MiB | time vs {baseline_impl} "
-        f"| peak memory vs {baseline_impl} |",
-        "|---|---|---|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        b = base.get((r.op, r.case))
-        sp = f"{r.median_ms / b.median_ms:.1f}x" if b else "-"
-        mem = f"{r.peak_mib / b.peak_mib:.1f}x" if b and b.peak_mib > 0.05 else "-"
-        lines.append(
-            f"| {r.op} | {r.case} | {r.impl} | {r.median_ms:.3f} | {r.peak_mib:.1f} "
-            f"| {sp} | {mem} |"
-        )
-    return "\n".join(lines)
-
-
 def speedup_table(results: list[Result], ours: str, title: str, run: Run) -> str:
     """A Markdown table, one row per (op, case, peer): torch-artic's time and peak memory
     (the impl named ``ours``), the peer's, the **speed-up** (peer / ours: > 1 means

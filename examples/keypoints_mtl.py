@@ -70,6 +70,13 @@ as in the thesis; reconstructions; single-task keypoints) and, as the last line 
 one JSON object of metrics.
 
     python examples/keypoints_mtl.py [--quick] [--seed 0] [--out keypoints_mtl.png]
+        [--mtl {exp,log,uncertainty,fixed,dwa,mgda_ub,pcgrad}]
+
+``--mtl`` chooses the loss balancing (thesis §4.4.2.2, §4.6.1): ``exp`` (the default, the
+thesis's ``e^{l/50}``), ``log``, ``uncertainty``, ``fixed`` (plain sum), ``dwa``, or the
+gradient-based ``mgda_ub`` / ``pcgrad``, which balance the tasks' gradients at the
+detector's heatmaps (the representation every task and the constraint are computed from).
+The JSON also reports the training wall time per step and the final training losses.
 """
 
 from __future__ import annotations
@@ -275,8 +282,10 @@ def middle_logits(model: Model, kp3: torch.Tensor, scale: float, g: torch.Genera
     return model.middle(rel.flatten(1)), target
 
 
-def task_losses(model: Model, x: torch.Tensor, tasks, args, g: torch.Generator) -> dict:
-    """The losses of ``tasks`` and of the concentration constraint on a batch ``x``."""
+def task_losses(model: Model, x: torch.Tensor, tasks, args, g: torch.Generator):
+    """The losses of ``tasks`` and of the concentration constraint on a batch ``x``, and the
+    detector's heatmaps ``[B', K, S, S]`` they all come from (the shared representation that
+    the gradient-based balancing strategies balance at)."""
     b, size = x.shape[0], x.shape[-1]
     m = min(b, args.middle_batch)  # the middle-frame task uses the first m images
     xs = torch.cat((x, warp_triplet(x[:m], args, g)[1:].flatten(0, 1))) if "middle" in tasks else x
@@ -292,26 +301,40 @@ def task_losses(model: Model, x: torch.Tensor, tasks, args, g: torch.Generator) 
         kp3 = torch.cat((kp[None, :m], kp[b:].view(2, m, K, 2)))
         logits, target = middle_logits(model, kp3, args.warp, g)
         losses["middle"] = F.cross_entropy(logits, target)
-    return losses
+    return losses, h
 
 
-def train(model: Model, x_train: torch.Tensor, tasks, steps: int, args, tag: str) -> None:
-    mtl = ta.BalancedMTL([*tasks, "concentration"], strategy="exp")  # e^{l/50}
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+def train(model: Model, x_train: torch.Tensor, tasks, steps: int, args, tag: str) -> dict:
+    """Train ``model`` on ``tasks`` (+ concentration), balanced by ``args.mtl``.
+
+    Returns ``{"seconds_per_step", "train_losses"}``: the training wall time per step and
+    each task's raw training loss averaged over the last 10% of the steps (thesis Fig. 4.5
+    compares training losses)."""
+    mtl = ta.BalancedMTL([*tasks, "concentration"], strategy=args.mtl)  # default e^{l/50}
+    # "uncertainty" learns log-variances: they train with the model
+    opt = torch.optim.Adam([*model.parameters(), *mtl.parameters()], lr=args.lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.8 * steps)], 0.1)
     g = torch.Generator().manual_seed(args.seed + 1)
+    order = torch.Generator().manual_seed(args.seed + 2)  # PCGrad's task order (own stream)
+    tail = max(1, steps // 10)
+    sums: dict[str, float] = {}
     t0 = time.time()
     for step in range(1, steps + 1):
         idx = torch.randint(0, x_train.shape[0], (args.batch,), generator=g)
-        losses = task_losses(model, x_train[idx], tasks, args, g)
-        total = mtl(losses)
+        losses, h = task_losses(model, x_train[idx], tasks, args, g)
         opt.zero_grad()
-        total.backward()
+        # mtl(losses).backward() for the loss-based strategies; "mgda_ub" and "pcgrad"
+        # balance the task gradients at the detector's heatmaps h
+        mtl.backward(losses, shared=h, generator=order)
         opt.step()
         sched.step()
+        if step > steps - tail:
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.item() / tail
         if step % max(1, steps // 5) == 0 or step == 1:
             parts = "  ".join(f"{k} {v.item():.3f}" for k, v in losses.items())
             log(f"  [{tag}] step {step}/{steps}  {parts}  ({time.time() - t0:.0f}s)")
+    return {"seconds_per_step": (time.time() - t0) / steps, "train_losses": sums}
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -390,7 +413,9 @@ def figure(path: str, x, y, held_out, rows: dict, recon: torch.Tensor) -> None:
 
 
 # ----------------------------------------------------------------------------- main
-def main(argv=None) -> dict:
+def make_parser() -> argparse.ArgumentParser:
+    """The command line (``make_parser().parse_args([])``: the defaults, e.g. for
+    ``benchmarks/bench_mtl.py``)."""
     ap = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -414,6 +439,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--grid", type=int, default=3, help="TPS control points per side")
     ap.add_argument("--warp", type=float, default=0.2, help="TPS displacement std (normalised)")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    ap.add_argument(
+        "--mtl",
+        default="exp",
+        choices=["exp", "log", "uncertainty", "fixed", "dwa", "mgda_ub", "pcgrad"],
+        help="loss balancing (BalancedMTL strategy; default exp, the thesis's e^{l/50}; "
+        "fixed = plain sum)",
+    )
+    return ap
+
+
+def main(argv=None) -> dict:
+    ap = make_parser()
     args = ap.parse_args(argv)
     budget = BUDGETS["quick" if args.quick else "full"]
     if args.steps is None:
@@ -434,8 +471,8 @@ def main(argv=None) -> dict:
     model = Model(args)
     untrained = Model(args)
     untrained.load_state_dict(model.state_dict())
-    log(f"multi-task training: {args.steps} steps of batch {args.batch}")
-    train(model, x[tr], TASKS, args.steps, args, "multi")
+    log(f"multi-task training: {args.steps} steps of batch {args.batch}, balancing {args.mtl}")
+    run = train(model, x[tr], TASKS, args.steps, args, "multi")
     scores = task_scores(model, x[te], args)
     acc = keypoint_accuracy(model, x, y, tr, te, args)
     uacc = keypoint_accuracy(untrained, x, y, tr, te, args)
@@ -479,6 +516,9 @@ def main(argv=None) -> dict:
         **scores,
         "recon_mse_mean_image": mean_mse,
         "single_vs_multi": comparison,
+        "mtl": args.mtl,
+        "seconds_per_step": run["seconds_per_step"],
+        "train_losses": run["train_losses"],
         "steps": args.steps,
         "single_steps": args.single_steps,
         "seed": args.seed,

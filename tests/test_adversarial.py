@@ -478,6 +478,131 @@ add("hungarian_keypoint_error[more true than predicted]", ta.hungarian_keypoint_
     (kp_true, kp_pred), error=(VALUE, ("pred", "target")))  # fmt: skip
 
 
+# thin-plate splines ----------------------------------------------------------------------
+tps_src, tps_dst = ta.random_tps(2, grid=3, generator=_g(21), dtype=F64)
+tps_img = torch.rand(2, 1, 6, 7, generator=_g(22), dtype=F64)
+tps_pts = _points(2, 4, seed=23)
+tps_kw = {"image": tps_img, "points": tps_pts}
+for which in ("src", "dst"):
+    other = "dst" if which == "src" else "src"
+    tensor_mutations("tps_warp", lambda src, dst, **kw: ta.tps_warp(src, dst, **kw),
+                     (tps_src, tps_dst), tps_kw, "0" if which == "src" else "1",
+                     others=(other,), nan_ok=False)  # fmt: skip
+    base = tps_src if which == "src" else tps_dst
+    for label, mut in [("nan", _nan(base)), ("inf", _inf(base))]:
+        a = (mut, tps_dst) if which == "src" else (tps_src, mut)
+        add(f"tps_warp[{which}]-{label} control point", ta.tps_warp, a, tps_kw,
+            error=(VALUE, (which,)))  # fmt: skip
+    dup = base.clone()
+    dup[:, 1] = dup[:, 0]
+    a = (dup, tps_dst) if which == "src" else (tps_src, dup)
+    add(f"tps_warp[{which}]-duplicate control points", ta.tps_warp, a, tps_kw,
+        error=(VALUE, (which,)))  # fmt: skip
+    add(f"tps_warp[{which}]-duplicate control points, regularized", ta.tps_warp, a,
+        dict(tps_kw, regularization=1e-3))  # fmt: skip
+    line = base.clone()
+    line[..., 1] = 0.5 * line[..., 0]
+    a = (line, tps_dst) if which == "src" else (tps_src, line)
+    add(f"tps_warp[{which}]-collinear control points", ta.tps_warp, a,
+        dict(tps_kw, regularization=1e-3), error=(VALUE, (which,)))  # fmt: skip
+for which in ("image", "points"):
+    tensor_mutations("tps_warp", lambda src, dst, **kw: ta.tps_warp(src, dst, **kw),
+                     (tps_src, tps_dst), tps_kw, which, others=("src", "dst"),
+                     resize_ok=which == "image")  # fmt: skip
+add("tps_warp[image and points absent]", ta.tps_warp, (tps_src, tps_dst), {},
+    error=(VALUE, ("image", "points")))  # fmt: skip
+add("tps_warp[far points]", ta.tps_warp, (tps_src, tps_dst), {"points": tps_pts * 1e3},
+    check=lambda out: _assert(torch.isfinite(out.points).all()))  # fmt: skip
+for v, exc in [(-1.0, VALUE), (NAN, VALUE), (INF, VALUE), ("0", TYPE)]:
+    add(f"tps_warp[regularization={v!r}]", ta.tps_warp, (tps_src, tps_dst),
+        {"regularization": v} | tps_kw, error=(exc, ("regularization",)))  # fmt: skip
+scalar_mutations("tps_warp", ta.tps_warp, (tps_src, tps_dst), tps_kw, "interpolation",
+                 [("cubic", VALUE), (None, VALUE)])  # fmt: skip
+scalar_mutations("tps_warp", ta.tps_warp, (tps_src, tps_dst), tps_kw, "padding",
+                 [("wrap", VALUE), (None, VALUE)])  # fmt: skip
+scalar_mutations("tps_warp", ta.tps_warp, (tps_src, tps_dst), tps_kw, "inverse",
+                 [("exact", VALUE), (None, VALUE)])  # fmt: skip
+scalar_mutations("tps_warp", ta.tps_warp, (tps_src, tps_dst), tps_kw, "max_iter",
+                 [(0, VALUE), (-1, VALUE), (2.5, TYPE)])  # fmt: skip
+scalar_mutations("tps_warp", ta.tps_warp, (tps_src, tps_dst), tps_kw, "tol",
+                 [(0.0, VALUE), (-1.0, VALUE), (NAN, VALUE)])  # fmt: skip
+for v, exc in [(0, VALUE), (2.0, TYPE), (True, TYPE)]:
+    add(f"random_tps[batch_size={v!r}]", ta.random_tps, (v,), error=(exc, ("batch_size",)))
+for v, exc in [(1, VALUE), ((3, 1), VALUE), (2.0, TYPE)]:
+    add(f"random_tps[grid={v!r}]", ta.random_tps, (2,), {"grid": v}, error=(exc, ("grid",)))
+for v, exc in [(torch.int64, TYPE), ("float32", TYPE)]:
+    add(f"random_tps[dtype={v!r}]", ta.random_tps, (2,), {"dtype": v}, error=(exc, ("dtype",)))
+scalar_mutations("random_tps", ta.random_tps, (2,), {}, "noise_scale",
+                 [(-1.0, VALUE), (NAN, VALUE), (INF, VALUE)])  # fmt: skip
+tps_factor = torch.tensor([0.5, 2.0], dtype=F64)
+for v in (0.5, torch.tensor(0.5, dtype=F64), tps_factor, tps_factor[:, None, None]):
+    label = f"factor {list(v.shape)}" if isinstance(v, torch.Tensor) else "factor float"
+    add(f"scale_tps[{label}]", ta.scale_tps, (tps_src, tps_dst, v))
+add("scale_tps[one factor per sample]", ta.scale_tps, (tps_src, tps_dst, tps_factor),
+    check=lambda out: _assert(torch.allclose(out.dst[1] - out.src[1],
+                                             2.0 * (tps_dst[1] - tps_src[1]))))  # fmt: skip
+for v in (torch.ones(3, dtype=F64), torch.ones(2, 2, dtype=F64), torch.ones(2, 1, 2, dtype=F64)):
+    add(f"scale_tps[factor {list(v.shape)}]", ta.scale_tps, (tps_src, tps_dst, v),
+        error=(VALUE, ("factor",)))  # fmt: skip
+add("scale_tps[sparse factor]", ta.scale_tps, (tps_src, tps_dst, tps_factor.to_sparse()),
+    error=(TYPE, ("factor",)))  # fmt: skip
+add("scale_tps[meta factor]", ta.scale_tps, (tps_src, tps_dst, tps_factor.to("meta")),
+    error=(VALUE, ("factor",)))  # fmt: skip
+add("scale_tps[NaN factor]", ta.scale_tps, (tps_src, tps_dst, NAN), error=(VALUE, ("factor",)))
+
+
+# BalancedMTL -------------------------------------------------------------------------
+def _mtl_steps(strategy, values, **kw):
+    """Totals of a fresh BalancedMTL over the steps ``losses = [1, v]``, v in ``values``."""
+    mtl = ta.BalancedMTL(2, strategy=strategy, **kw).double()
+    one = torch.ones((), dtype=F64)
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore")  # exp's overflow warning for inf
+        return torch.stack([mtl([one, torch.tensor(v, dtype=F64)]).detach() for v in values])
+
+
+def _bad_step_only(bad):
+    """A non-finite loss makes its own step's total non-finite, and no other step."""
+
+    def check(out):
+        _assert((~torch.isfinite(out[list(bad)])).all())
+        good = [i for i in range(len(out)) if i not in bad]
+        _assert(torch.isfinite(out[good]).all() and (out[good] == out[good[0]]).all())
+
+    return check
+
+
+for strat in ("exp", "log", "uncertainty", "fixed", "dwa"):
+    add(f"BalancedMTL-{strat}[NaN then inf loss]", _mtl_steps, (strat, [2.0, NAN, 2.0, INF, 2.0]),
+        grad=False, check=_bad_step_only((1, 3)))  # fmt: skip
+add("BalancedMTL-dwa-epoch[NaN loss]", _mtl_steps, ("dwa", [2.0, NAN, 2.0]),
+    {"dwa_update": "epoch"}, grad=False, check=_bad_step_only((1,)))  # fmt: skip
+_mtl2 = ta.BalancedMTL(2)
+_one = torch.ones(())
+for label, losses, exc, name in [
+    ("too few", [_one], VALUE, "losses"),
+    ("vector loss", [torch.ones(2), _one], VALUE, "losses[0]"),
+    ("python float", [1.0, _one], TYPE, "losses[0]"),
+    ("int64 loss", [torch.ones((), dtype=torch.long), _one], TYPE, "losses[0]"),
+    ("meta loss", [_one.to("meta"), _one], VALUE, "losses[0]"),
+    ("a tensor, not a sequence", torch.ones(2), TYPE, "losses"),
+]:
+    add(f"BalancedMTL[{label}]", _mtl2, (losses,), error=(exc, (name,)))
+for kw, exc, name in [
+    ({"tasks": 0}, VALUE, "tasks"),
+    ({"tasks": 2, "strategy": "nope"}, VALUE, "strategy"),
+    ({"tasks": 2, "temperature": 0.0}, VALUE, "temperature"),
+    ({"tasks": 2, "temperature": NAN}, VALUE, "temperature"),
+    ({"tasks": 2, "strategy": "fixed", "task_weights": [1.0]}, VALUE, "task_weights"),
+    ({"tasks": 2, "strategy": "fixed", "task_weights": [1.0, NAN]}, VALUE, "task_weights"),
+    ({"tasks": 2, "multipliers": [1.0, -1.0]}, VALUE, "multipliers"),
+    ({"tasks": 2, "strategy": "dwa", "dwa_update": "batch"}, VALUE, "dwa_update"),
+]:
+    add(f"BalancedMTL[{kw}]", ta.BalancedMTL, (), kw, error=(exc, (name,)))
+add("BalancedMTL-pcgrad[called as a loss]", ta.BalancedMTL(2, strategy="pcgrad"), ([_one, _one],),
+    error=(VALUE, ("backward",)))  # fmt: skip
+
+
 def _assert(ok) -> None:
     assert bool(ok)
 

@@ -21,11 +21,7 @@ EXAMPLE = ("Example", "Examples")
 RETURNS = ("Returns", "Yields")  # a generator / context manager documents what it yields
 
 # (public name, section) pairs known to be absent; remove an entry when it is written.
-MISSING = {
-    ("torch_artic.RandomTPSResult", "Example"),
-    ("torch_artic.ScaleTPSResult", "Example"),
-    ("torch_artic.TPSWarpResult", "Example"),
-}
+MISSING: set[tuple[str, str]] = set()
 
 
 def public_objects():

@@ -10,7 +10,7 @@ import json
 
 def test_help(run_example):
     out = run_example("keypoints_mtl", "--help").stdout
-    for flag in ("--quick", "--seed", "--out", "--steps", "--single-steps"):
+    for flag in ("--quick", "--seed", "--out", "--steps", "--single-steps", "--mtl"):
         assert flag in out
 
 

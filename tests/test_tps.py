@@ -16,7 +16,7 @@ from torch_artic.tps import (
     TPSWarpResult,
     _apply_with_jacobian,
     _fit,
-    _inverse_points,
+    _warp,
     random_tps,
     scale_tps,
     tps_warp,
@@ -63,10 +63,12 @@ def _location(images):
     return (wts[..., None] * grid).sum((-3, -2))
 
 
-def _min_jacobian_det(src, dst, size=65):
-    """Smallest det of the output->input map g over the image (<= 0: the warp folds)."""
+def _min_jacobian_det(src, dst, size=65, lim=1.0):
+    """Smallest det of the output->input map g over the image, or [-lim, lim]^2 (<= 0: the
+    warp folds)."""
     g = _fit(dst.double(), src.double(), 0.0)
-    x = pixel_grid((size, size), dtype=torch.float64).reshape(1, -1, 2).expand(len(src), -1, -1)
+    x = lim * pixel_grid((size, size), dtype=torch.float64).reshape(1, -1, 2)
+    x = x.expand(len(src), -1, -1)
     _, jac = _apply_with_jacobian(g, dst.double(), x.contiguous())
     return torch.linalg.det(jac).amin(-1)
 
@@ -382,20 +384,39 @@ def test_folding_warp_warns():
         tps_warp(src, dst, points=p, max_iter=3)
 
 
-def test_unchecked_iteration_matches_the_checked_one():
-    # the path taken off CPU (fixed number of steps, no host sync), run here on CPU
-    src, dst = random_tps(3, noise_scale=0.08, generator=_gen(29), dtype=torch.float64)
-    p = (torch.rand(3, 50, 2, generator=_gen(30), dtype=torch.float64) * 1.6 - 0.8).requires_grad_()
+def _warp_unchecked(src, dst, image=None, points=None, **kw):
+    """The path taken off CPU and under torch.compile (no host sync: no value checks, a
+    fixed number of Newton iterations), run here on CPU."""
+    opts = dict(
+        normalized=True,
+        regularization=0.0,
+        interpolation="bilinear",
+        padding="border",
+        inverse="newton",
+        max_iter=20,
+        tol=None,
+    )
+    opts.update(kw)
+    return _warp(src, dst, image, points, check=False, **opts)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_unchecked_iteration_matches_the_checked_one(dtype):
+    # on warps that do not fold, the CPU path (early stop, compaction) and the no-sync path
+    # (a fixed number of iterations) give the same points and the same gradients
+    src, dst = random_tps(6, noise_scale=0.1, generator=_gen(29), dtype=dtype)
     keep = _min_jacobian_det(src, dst) > 0
-    src, dst = src[keep], dst[keep]
-    p_kept = p[keep]
-    g, f = _fit(dst, src, 0.0), _fit(src, dst, 0.0)
-    a = _inverse_points(g, dst, f, src, p_kept, 10, None, check=True)
-    b = _inverse_points(g, dst, f, src, p_kept, 10, None, check=False)
-    torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
-    (ga,) = torch.autograd.grad(a.sum(), p, retain_graph=True)
-    (gb,) = torch.autograd.grad(b.sum(), p)
-    torch.testing.assert_close(ga, gb)
+    src, dst = src[keep].requires_grad_(), dst[keep].requires_grad_()
+    p = (torch.rand(len(src), 200, 2, generator=_gen(30), dtype=dtype) * 2 - 1).requires_grad_()
+    a = tps_warp(src, dst, points=p).points
+    b = _warp_unchecked(src, dst, points=p).points
+    assert torch.isfinite(a).all()
+    atol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(a, b, atol=atol, rtol=0)
+    ga = torch.autograd.grad(a.sum(), (src, dst, p))
+    gb = torch.autograd.grad(b.sum(), (src, dst, p))
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y, atol=100 * atol, rtol=1e-4)
 
 
 def test_empty_points():
@@ -462,8 +483,12 @@ def test_bad_inputs_helpers():
         random_tps(0)
     with pytest.raises(ValueError, match="grid"):
         random_tps(1, grid=1)
-    with pytest.raises(ValueError, match="grid"):
+    with pytest.raises(TypeError, match="grid"):
         random_tps(1, grid=(2, 3, 4))
+    with pytest.raises(TypeError, match="batch_size"):
+        random_tps(2.0)
+    with pytest.raises(TypeError, match="max_iter"):
+        tps_warp(*random_tps(1), points=torch.zeros(1, 1, 2), max_iter=2.5)
     with pytest.raises(ValueError, match="scale"):
         random_tps(1, noise_scale=-0.1)
     with pytest.raises(TypeError, match="scale"):
@@ -477,8 +502,269 @@ def test_bad_inputs_helpers():
         scale_tps(src, dst, torch.tensor([1]))
 
 
-def test_singular_controls_give_non_finite_without_raising():
-    # collinear control points: the affine part is undetermined (documented: no check)
-    src = torch.tensor([[[0.0, 0.0], [0.5, 0.0], [1.0, 0.0]]])
-    out = tps_warp(src, src + 0.1, points=torch.zeros(1, 1, 2), inverse="fit")
-    assert not torch.isfinite(out.points).all()
+def test_bad_layouts_and_devices_name_the_argument():
+    src, dst = random_tps(2)
+    image, pts = torch.rand(2, 1, 8, 8), torch.zeros(2, 3, 2)
+    with pytest.raises(TypeError, match="`src` must be a dense"):
+        tps_warp(src.to_sparse(), dst, image=image)
+    with pytest.raises(TypeError, match="`dst` must be a dense"):
+        tps_warp(src, dst.to_sparse(), image=image)
+    with pytest.raises(TypeError, match="`image` must be a dense"):
+        tps_warp(src, dst, image=image.to_sparse())
+    with pytest.raises(TypeError, match="`points` must be a dense"):
+        tps_warp(src, dst, points=pts.to_sparse())
+    with pytest.raises(ValueError, match="`src` .*meta"):
+        tps_warp(src.to("meta"), dst.to("meta"), image=image.to("meta"))
+    with pytest.raises(ValueError, match="`image` .*meta"):
+        tps_warp(src, dst, image=image.to("meta"))
+    with pytest.raises(ValueError, match="`points` .*meta"):
+        tps_warp(src, dst, points=pts.to("meta"))
+    with pytest.raises(ValueError, match="`factor` .*meta"):
+        scale_tps(src, dst, torch.tensor(0.5, device="meta"))
+    with pytest.raises(TypeError, match="`src` must be a dense"):
+        scale_tps(src.to_sparse(), dst, 0.5)
+
+
+def test_random_tps_dtype_must_be_floating():
+    # used to fail inside normal_ with a message about the generator
+    for dtype in (torch.int64, torch.bool, torch.complex64, "float32"):
+        with pytest.raises(TypeError, match="`dtype` must be a floating"):
+            random_tps(2, dtype=dtype)
+    assert random_tps(2, dtype=torch.float16)[1].dtype == torch.float16
+
+
+def test_scale_tps_factor_shapes():
+    src, dst = random_tps(2, noise_scale=0.1, generator=_gen(40))
+    # [B]: one factor per sample (used to scale x by one factor and y by the other)
+    _, d = scale_tps(src, dst, torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(d[0], src[0])
+    torch.testing.assert_close(d[1], dst[1])
+    _, d3 = scale_tps(src, dst, torch.tensor([0.0, 1.0]).reshape(2, 1, 1))
+    torch.testing.assert_close(d3, d)
+    for one in (torch.tensor(0.5), torch.tensor([0.5]), torch.tensor([[[0.5]]])):
+        torch.testing.assert_close(scale_tps(src, dst, one)[1], scale_tps(src, dst, 0.5)[1])
+    assert scale_tps(src, dst, torch.tensor(0.5, dtype=torch.float64))[1].dtype == torch.float32
+    with pytest.raises(ValueError, match=r"`factor` must be .*\[B\] or \[B, 1, 1\] .*got \[3\]"):
+        scale_tps(src, dst, torch.tensor([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"`factor` .*got \[2, 2\]"):
+        scale_tps(src, dst, torch.ones(2, 2))
+    with pytest.raises(ValueError, match=r"`factor` .*got \[1, 2, 1\]"):
+        scale_tps(src, dst, torch.ones(1, 2, 1))
+    # one factor per sample also with B = 1
+    s1, d1 = random_tps(1, generator=_gen(41))
+    torch.testing.assert_close(scale_tps(s1, d1, torch.tensor([0.0]))[1], s1)
+
+
+def _grid_with(n_side=3, batch=2):
+    src, dst = random_tps(batch, grid=n_side, noise_scale=0.05, generator=_gen(42))
+    return src.clone(), dst.clone()
+
+
+@pytest.mark.parametrize(
+    "name, corrupt, needs",
+    [
+        ("dst", lambda s, d: d[1, 4].copy_(d[1, 0]), "any"),  # duplicate centres of g
+        ("src", lambda s, d: s[1, 4].copy_(s[1, 0]), "points"),  # duplicate centres of f
+        ("dst", lambda s, d: d[1, :, 1].copy_(0.3 * d[1, :, 0] + 0.1), "any"),  # collinear
+        ("src", lambda s, d: s[1, :, 1].fill_(0.5), "points"),
+        ("src", lambda s, d: s[1, 2, 0].fill_(float("nan")), "any"),  # non-finite anywhere
+        ("dst", lambda s, d: d[1, 2, 1].fill_(float("inf")), "any"),
+    ],
+)
+def test_degenerate_controls_raise_on_cpu(name, corrupt, needs):
+    src, dst = _grid_with()
+    corrupt(src, dst)
+    image, pts = torch.rand(2, 1, 8, 8), torch.rand(2, 4, 2) - 0.5
+    with pytest.raises(ValueError, match=rf"`{name}`.* sample 1"):
+        tps_warp(src, dst, image=image, points=pts)
+    with pytest.raises(ValueError, match=rf"`{name}`"):
+        tps_warp(src, dst, points=pts)
+    if needs == "points":  # the image needs only g, fitted on dst: src's geometry is free
+        assert torch.isfinite(tps_warp(src, dst, image=image).image).all()
+    else:
+        with pytest.raises(ValueError, match=rf"`{name}`.* sample 1"):
+            tps_warp(src, dst, image=image)
+
+
+def test_duplicates_are_fine_with_regularization_collinear_never():
+    src, dst = _grid_with()
+    dst[0, 4], src[0, 4] = dst[0, 0], src[0, 0]  # a control pair given twice
+    image, pts = torch.rand(2, 1, 8, 8), torch.rand(2, 4, 2) - 0.5
+    with pytest.raises(ValueError, match="coincide.*regularization > 0"):
+        tps_warp(src, dst, image=image, points=pts)
+    out = tps_warp(src, dst, image=image, points=pts, regularization=1e-3)
+    assert torch.isfinite(out.image).all() and torch.isfinite(out.points).all()
+    src, dst = _grid_with()
+    dst[0, :, 0] = 0.25
+    with pytest.raises(ValueError, match="`dst`: the control points are collinear in sample 0"):
+        tps_warp(src, dst, image=image, regularization=1.0)
+
+
+def test_nearly_degenerate_controls_are_accepted():
+    # a thin but genuine spread (1e-3 of the extent) and close but distinct points
+    src, dst = _grid_with()
+    dst[0, :, 1] = 1e-3 * dst[0, :, 1] + 0.2
+    src[1, 4], dst[1, 4] = src[1, 0] + 1e-3, dst[1, 0] + 1e-3
+    out = tps_warp(src, dst, image=torch.rand(2, 1, 8, 8))
+    assert torch.isfinite(out.image).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q = tps_warp(src[1:], dst[1:], points=torch.rand(1, 4, 2) - 0.5).points
+    assert torch.isfinite(q).all()
+
+
+def test_degenerate_sample_gives_nan_image_and_points_without_checks():
+    # where checking needs a host sync (CUDA) or cannot run (torch.compile): that sample's
+    # image AND points are NaN (border padding used to turn its NaN grid into one repeated
+    # pixel), other samples are unaffected and the gradients finite (zero for that sample)
+    src, dst = random_tps(3, noise_scale=0.05, generator=_gen(43), dtype=torch.float64)
+    image = _smooth_image(3, 2, 12, 12, torch.float64)
+    pts = torch.rand(3, 5, 2, generator=_gen(44), dtype=torch.float64) - 0.5
+    ref = tps_warp(src, dst, image=image, points=pts)
+    for corrupt in (
+        lambda s, d: d[1, 3].copy_(d[1, 7]),
+        lambda s, d: s[1, :, 0].fill_(0.0),
+        lambda s, d: s[1, 0, 0].fill_(float("nan")),
+    ):
+        s, d = src.clone(), dst.clone()
+        corrupt(s, d)
+        s, d, img, p = (t.clone().requires_grad_() for t in (s, d, image, pts))
+        for inverse in ("newton", "fit"):
+            out = _warp_unchecked(s, d, image=img, points=p, inverse=inverse)
+            assert torch.isnan(out.image[1]).all() and torch.isnan(out.points[1]).all()
+            keep = [0, 2]
+            torch.testing.assert_close(out.image[keep], ref.image[keep])
+            ref_p = tps_warp(src, dst, points=pts, inverse=inverse).points
+            torch.testing.assert_close(out.points[keep], ref_p[keep])
+        loss = out.image[[0, 2]].sum() + out.points[[0, 2]].sum()
+        grads = torch.autograd.grad(loss, (s, d, img, p))
+        for gr in grads:
+            assert torch.isfinite(gr).all()
+            assert (gr[1] == 0).all()
+
+
+def test_degenerate_sample_gives_nan_under_torch_compile():
+    src, dst = random_tps(2, noise_scale=0.05, generator=_gen(45))
+    dst[1, 3] = dst[1, 7]
+    image, pts = torch.rand(2, 1, 8, 8), torch.rand(2, 5, 2) - 0.5
+    with pytest.raises(ValueError, match="`dst`: control points 3 and 7 coincide"):
+        tps_warp(src, dst, image=image, points=pts)
+    compiled = torch.compile(
+        lambda s, d, i, p: tps_warp(s, d, image=i, points=p, max_iter=5), backend="eager"
+    )
+    out = compiled(src, dst, image, pts)
+    assert torch.isnan(out.image[1]).all() and torch.isnan(out.points[1]).all()
+    assert torch.isfinite(out.image[0]).all() and torch.isfinite(out.points[0]).all()
+
+
+# --------------------------------------------------------------------------- robust inverse
+
+
+def test_issue_reproducer_converges_to_the_true_root():
+    # issue 11, defect 16: plain Newton stopped at a residual of 0.77 on this warp, which
+    # does not fold (smallest det J_g on [-2, 2]^2: 0.079); the root is unique
+    src, dst = random_tps(500, grid=5, noise_scale=0.08, generator=_gen(1), dtype=torch.float64)
+    src, dst = src[472:473], dst[472:473]
+    assert _min_jacobian_det(src, dst) > 0.05
+    p = torch.tensor([[[0.247, 0.498]]], dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q = tps_warp(src, dst, points=p).points
+    assert (q - torch.tensor([0.5559, 0.5642], dtype=torch.float64)).abs().max() < 1e-3
+    assert (_spline(dst, src, q) - p).norm() < 1e-12  # g(q) = p
+    torch.testing.assert_close(_warp_unchecked(src, dst, points=p).points, q, atol=1e-12, rtol=0)
+    # float32 too
+    q32 = tps_warp(src.float(), dst.float(), points=p.float()).points
+    torch.testing.assert_close(q32.double(), q, atol=1e-5, rtol=0)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_inverse_converges_on_every_non_folding_warp(seed):
+    # large displacements (std 0.12: a quarter of these warps fold), points over the whole
+    # image and beyond it: every point of every warp that does not fold converges
+    src, dst = random_tps(16, noise_scale=0.12, generator=_gen(seed), dtype=torch.float64)
+    keep = _min_jacobian_det(src, dst, size=101, lim=2.0) > 0  # the issue's criterion
+    src, dst = src[keep], dst[keep]
+    p = torch.rand(len(src), 64, 2, generator=_gen(seed + 1), dtype=torch.float64) * 2.4 - 1.2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q = tps_warp(src, dst, points=p).points
+    assert torch.isfinite(q).all()
+    torch.testing.assert_close(_spline(dst, src, q), p, atol=1e-10, rtol=0)
+
+
+def test_far_points_and_affine_warps_converge():
+    # a global scaling by 2 (steps are capped, the start is exact) and points far outside
+    src, _ = random_tps(2, generator=_gen(46), dtype=torch.float64)
+    dst = 2.0 * src + torch.tensor([0.3, -0.2], dtype=torch.float64)
+    p = torch.tensor([[[5.0, -4.0], [0.1, 0.2]], [[-30.0, 12.0], [1.0, 1.0]]], dtype=torch.float64)
+    q = tps_warp(src, dst, points=p).points
+    torch.testing.assert_close(q, 2.0 * p + torch.tensor([0.3, -0.2], dtype=torch.float64))
+    _, wavy = random_tps(2, noise_scale=0.08, generator=_gen(47), dtype=torch.float64)
+    q = tps_warp(src, wavy, points=p).points
+    torch.testing.assert_close(_spline(wavy, src, q), p, atol=1e-9, rtol=0)
+
+
+def test_folding_is_detected_from_the_jacobian():
+    src, dst = random_tps(6, noise_scale=0.6, generator=_gen(25), dtype=torch.float64)
+    p = torch.rand(6, 300, 2, generator=_gen(26), dtype=torch.float64) * 2 - 1
+    with pytest.warns(RuntimeWarning, match="folds over") as record:
+        q = tps_warp(src, dst, points=p).points
+    message = str(record[0].message)
+    assert "NaN" in message
+    folds = _min_jacobian_det(src, dst) <= 0
+    nan = torch.isnan(q).any(-1)
+    assert nan.any()
+    assert folds[nan.any(1)].all()  # NaN only in warps that fold
+    # every returned point is an exact preimage
+    torch.testing.assert_close(_spline(dst, src, q)[~nan], p[~nan], atol=1e-8, rtol=0)
+    # same NaN pattern and values on the no-sync path
+    q2 = _warp_unchecked(src, dst, points=p).points
+    assert torch.equal(torch.isnan(q2), torch.isnan(q))
+    torch.testing.assert_close(q2[~nan], q[~nan], atol=1e-10, rtol=0)
+
+
+def test_unconverged_points_are_nan_with_zero_gradients():
+    src, dst = random_tps(2, noise_scale=0.08, generator=_gen(48), dtype=torch.float64)
+    src, dst = src.requires_grad_(), dst.requires_grad_()
+    p = (torch.rand(2, 300, 2, generator=_gen(49), dtype=torch.float64) * 2 - 1).requires_grad_()
+    assert (_min_jacobian_det(src, dst, size=101, lim=2.0) > 0).all()
+    with pytest.warns(RuntimeWarning, match="does not fold .*increase max_iter"):
+        q = tps_warp(src, dst, points=p, max_iter=2).points
+    nan = torch.isnan(q).any(-1)
+    assert nan.any() and not nan.all()
+    grads = torch.autograd.grad(q[~nan].sum(), (src, dst, p))
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert (grads[2][nan] == 0).all()
+
+
+def test_tol_is_in_the_coordinates_units():
+    # normalized=False: tol is in pixels; a loose tolerance stops early, and the final
+    # step still squares the error
+    size = (64, 64)
+    src, dst = random_tps(2, noise_scale=0.08, generator=_gen(50), dtype=torch.float64)
+    src, dst = denormalize_points(src, size), denormalize_points(dst, size)
+    p = torch.rand(2, 50, 2, generator=_gen(51), dtype=torch.float64) * 50 + 7
+    exact = tps_warp(src, dst, points=p, normalized=False).points
+    torch.testing.assert_close(_spline(dst, src, exact), p, atol=1e-9, rtol=0)
+    loose = tps_warp(src, dst, points=p, normalized=False, tol=0.5).points
+    err = (loose - exact).norm(dim=-1)
+    assert err.max() < 0.05 and err.max() > 1e-12
+
+
+def test_gradcheck_points_without_checks():
+    # the no-sync path's gradients are the implicit ones too
+    src, dst, _, pts = _small_problem(52)
+    inputs = tuple(t.clone().requires_grad_() for t in (src, dst, pts))
+    assert torch.autograd.gradcheck(lambda s, d, p: _warp_unchecked(s, d, points=p).points, inputs)
+
+
+def test_nan_points_give_zero_gradients():
+    src, dst = random_tps(1, noise_scale=0.08, generator=_gen(53), dtype=torch.float64)
+    src, dst = src.requires_grad_(), dst.requires_grad_()
+    p = torch.tensor([[[0.1, 0.2], [float("nan"), 0.0]]], dtype=torch.float64, requires_grad=True)
+    q = tps_warp(src, dst, points=p).points
+    assert torch.isnan(q[0, 1]).all()
+    gs, gd, gp = torch.autograd.grad(q[0, 0].sum(), (src, dst, p))
+    assert torch.isfinite(gs).all() and torch.isfinite(gd).all() and (gp[0, 1] == 0).all()

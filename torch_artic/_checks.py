@@ -23,12 +23,15 @@ def shape_str(shape) -> str:
     return "[" + ", ".join(str(int(s)) for s in shape) + "]"
 
 
-def check_tensor(x, name: str, *, floating: bool = True) -> torch.Tensor:
-    """``x`` must be a dense tensor (of a floating dtype unless ``floating=False``)."""
+def check_tensor(x, name: str, *, floating: bool = True, data: bool = False) -> torch.Tensor:
+    """``x`` must be a dense tensor (of a floating dtype unless ``floating=False``; with
+    values, not on the meta device, if ``data``: for ops whose checks read values)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
     if x.layout != torch.strided:
         raise TypeError(f"`{name}` must be a dense (strided) tensor, got layout {x.layout}")
+    if data and x.device.type == "meta":
+        raise ValueError(f"`{name}` must be a tensor with data, got a tensor on the meta device")
     if floating and x.dtype not in _FLOATING:
         raise TypeError(
             f"`{name}` must have a floating dtype (float16, bfloat16, float32, float64), "
@@ -79,6 +82,15 @@ def check_positive(value, name: str) -> float:
     if not (value > 0.0) or value == float("inf"):
         raise ValueError(f"`{name}` must be a finite number > 0, got {value}")
     return float(value)
+
+
+def check_int(value, name: str, minimum: int) -> int:
+    """An int (not a bool) >= ``minimum``: TypeError for another type, ValueError below."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int >= {minimum}, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value}")
+    return value
 
 
 def check_same(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._checks import check_dtype, check_positive, check_size, shape_str
+from ._checks import check_dtype, check_int, check_positive, check_size, shape_str
 
 __all__ = [
     "STICKMAN2D_EDGES",
@@ -78,11 +78,7 @@ def _check_generator(generator) -> None:
 
 
 def _check_batch_size(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"`batch_size` must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"`batch_size` must be >= 1, got {n}")
-    return n
+    return check_int(n, "batch_size", 1)
 
 
 def _uniform(n: int, lo: float, hi: float, generator) -> torch.Tensor:

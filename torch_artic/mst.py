@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_positive, check_shape, check_tensor
+from ._checks import check_int, check_positive, check_shape, check_tensor
 from ._native import NativeOp
 
 __all__ = ["RELAXATIONS", "dmst"]
@@ -406,10 +406,7 @@ def dmst(
         )
     temperature = check_positive(temperature, "temperature")
     noise_scale = check_positive(noise_scale, "noise_scale")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int):
-        raise TypeError(f"`num_samples` must be an int, got {type(num_samples).__name__}")
-    if num_samples < 1:
-        raise ValueError(f"`num_samples` must be >= 1, got {num_samples}")
+    check_int(num_samples, "num_samples", 1)
     if generator is not None:
         if not isinstance(generator, torch.Generator):
             raise TypeError(
