@@ -2,25 +2,39 @@
 
 A depth MLP (2K -> 256 -> 128 -> 64 -> K, thesis Table 5.2) sees the 2D projection of a
 16-joint skeleton (``torch_artic.data.stickman3d``, random yaw about the vertical axis)
-and predicts each joint's depth z. It is trained only with
+and predicts each joint's depth z. No 3D data is used. Its losses (each one switched off
+by a flag; the ablation is in ``docs/examples.md``, section *lift3d*):
 
-- the limb-variance loss over the LVMST of the lifted 3D points (``lvmst``: the batch
-  variance of 3D pairwise distances, summed over its minimum spanning tree), and
-- the self-consistency loss (``self_consistency_loss``: shown the side view (z, y), the
-  network must predict depth -x),
+1. **limb variance** over the LVMST of the lifted 3D points (``lvmst``: the batch variance
+   of 3D pairwise distances, summed over its minimum spanning tree), weight
+   ``--limb-weight``; the tree is rediscovered every step. With ``--relaxation ste
+   --loss-gradient envelope`` (the default) the loss's gradient is the soft tree's edge
+   marginals: every pair that may be a limb is made rigid in proportion to its
+   probability, none is pushed apart (``--relaxation hard``: the exact tree's edges only;
+   ``--loss-gradient product``: the plain straight-through gradient, which diverges);
+2. **self-consistency at random angles** (``--rotation-weight``; §5.4.2 generalised): the
+   lifted pose turned by a uniform random angle about the vertical axis and projected is
+   a new input whose depths must be the turned pose's. The thesis's version is the single
+   angle 90° (``self_consistency_loss``; ``--consistency``, off by default);
+3. **rotation-invariant batch moments** (``--moments``): the yaw of the data is uniform,
+   so over the batch the lifted depths must have the statistics of the horizontal
+   coordinates: Cov(z) = Cov(x) and Cov(x, z) antisymmetric (the pseudo-covariance of
+   x + iz vanishes). This removes the degenerate minimum of the limb variance (joints
+   pushed far apart in depth make every distance nearly constant).
 
-and compared, on the same held-out poses, with: zero depth (the lower bound), the same
-MLP trained on true depths (the upper bound), and the thesis's own earlier adversarial
-lifter (§3.4, Appendix A.2: mean shape + bottlenecked pose residual + rotation, and a
-discriminator on projections from random angles).
+It is compared, on the same held-out poses, with: zero depth (the lower bound), the same
+MLP trained on true depths for as many steps (the upper bound), and the thesis's own
+earlier adversarial lifter (§3.4, Appendix A.2: mean shape + bottlenecked pose residual +
+rotation, and a discriminator on projections from random angles).
 
 MPJPE is in millimetres (the skeleton's bones are in metres, ~1.63 m tall standing),
 after aligning the pelvis (the root, joint 0) and choosing one global depth sign per
 method (z -> -z for the whole eval set if that lowers MPJPE: the depth sign is not
-identifiable from 2D). Prints progress, a PNG figure and, as the last line of stdout,
-one JSON object of metrics.
+identifiable from 2D). The skeleton found is the LVMST of the lifted held-out poses,
+scored against the 15 bones. Prints progress, writes a PNG figure and prints, as the
+last line of stdout, one JSON object of metrics.
 
-    python examples/lift3d.py [--quick] [--seed 0] [--out lift3d.png]
+    python examples/lift3d.py [--quick] [--seed 0] [--out lift3d.png] [--threads 1]
 """
 
 from __future__ import annotations
@@ -39,9 +53,9 @@ from torch_artic.skeleton import lvmst, self_consistency_loss
 
 K = 16  # joints
 ROOT = 0  # the pelvis
-BUDGETS = {  # train poses, steps per method, adversarial steps, eval poses
-    "quick": dict(train=4096, steps=500, adv_steps=100, eval=1024),
-    "full": dict(train=32768, steps=4000, adv_steps=2000, eval=4096),
+BUDGETS = {  # train poses, steps per depth MLP, adversarial steps, eval poses
+    "quick": dict(train=8192, steps=1500, adv_steps=100, eval=1024),
+    "full": dict(train=32768, steps=8000, adv_steps=2000, eval=4096),
 }
 
 
@@ -62,16 +76,53 @@ def mlp(sizes: list[int], last=None) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class DepthNet(nn.Module):
-    """Thesis Table 5.2: ``[B, K, 2]`` (x, y) -> ``[B, K]`` depths, root-relative."""
+def relative(v: torch.Tensor, root: int | None = ROOT) -> torch.Tensor:
+    """``[B, K]`` values relative to joint ``root``'s, or to their mean if ``root`` is None
+    (keypoints of unknown identity, as a self-supervised detector's)."""
+    ref = v.mean(1, keepdim=True) if root is None else v[:, root : root + 1]
+    return v - ref
 
-    def __init__(self, k: int = K):
+
+class DepthNet(nn.Module):
+    """Thesis Table 5.2: ``[B, K, 2]`` (x, y) -> ``[B, K]`` depths relative to the root
+    joint (``root=None``: to their mean)."""
+
+    def __init__(self, k: int = K, root: int | None = ROOT):
         super().__init__()
         self.net = mlp([2 * k, 256, 128, 64, k])
+        self.root = root
 
     def forward(self, xy: torch.Tensor) -> torch.Tensor:
-        z = self.net(xy.flatten(1))
-        return z - z[:, ROOT : ROOT + 1]
+        return relative(self.net(xy.flatten(1)), self.root)
+
+
+def rotation_consistency(
+    net: nn.Module,
+    xy: torch.Tensor,
+    z: torch.Tensor,
+    generator: torch.Generator,
+    root: int | None = ROOT,
+) -> torch.Tensor:
+    """Self-consistency at a uniform random angle per pose (thesis §5.4.2 at 90° only):
+    turn the lifted pose ``(x, y, z)`` by ``phi`` about the vertical axis through the root,
+    and ask the network, shown the new projection ``(x', y)``, for the new depths ``z'``
+    (both sides differentiable, as in ``self_consistency_loss``)."""
+    phi = (2 * torch.rand(len(xy), 1, generator=generator) - 1) * math.pi
+    c, s = phi.cos(), phi.sin()
+    x = relative(xy[..., 0], root)
+    x_new, z_new = c * x + s * z, -s * x + c * z  # z is root-relative already
+    return ((net(torch.stack((x_new, xy[..., 1]), -1)) - z_new) ** 2).mean()
+
+
+def rotation_moments(xy: torch.Tensor, z: torch.Tensor, root: int | None = ROOT) -> torch.Tensor:
+    """Rotation invariance of the batch's second moments: with uniform yaw, the root-relative
+    ``(x, z)`` of every joint are distributed alike in every direction, so
+    ``Cov(z) = Cov(x)`` and ``Cov(x, z) = -Cov(x, z)^T`` (``[K, K]`` each, over the batch)."""
+    x = relative(xy[..., 0], root)
+    x, z = x - x.mean(0), z - z.mean(0)
+    n = len(x)
+    cxx, czz, cxz = x.T @ x / n, z.T @ z / n, x.T @ z / n
+    return ((czz - cxx) ** 2).sum() + ((cxz + cxz.T) ** 2).sum()
 
 
 def rot_y(points: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
@@ -126,8 +177,9 @@ def batches(n: int, batch: int, steps: int, generator: torch.Generator):
 
 
 def train_lvmst(xy: torch.Tensor, args, g: torch.Generator) -> tuple[DepthNet, torch.Tensor]:
-    """The self-supervised lifter: limb-variance over the LVMST + self-consistency.
-    Returns the network and the last batch's LVMST adjacency ``[K, K]``."""
+    """The self-supervised lifter (losses 1-3 of the module docstring, and the thesis's
+    90° self-consistency if ``--consistency`` > 0). Returns the network and the last
+    batch's LVMST adjacency ``[K, K]``."""
     net = DepthNet()
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
@@ -135,21 +187,28 @@ def train_lvmst(xy: torch.Tensor, args, g: torch.Generator) -> tuple[DepthNet, t
     for step, idx in batches(len(xy), args.batch, args.steps, g):
         p = xy[idx]
         z = net(p)
-        # mode="hard": the tree is a constant of each step, the gradient flows through
-        # the variances of its edges only. (The default straight-through gradient also
-        # pushes the variances of pairs *off* the tree up, and here diverges.)
-        tree = lvmst(torch.cat((p, z[..., None]), -1), relaxation=args.tree_mode)
-        consistency = self_consistency_loss(net, p, depth=z)
-        loss = tree.loss + args.consistency * consistency
+        tree = lvmst(
+            torch.cat((p, z[..., None]), -1),
+            relaxation=args.relaxation,
+            temperature=args.temperature,
+            loss_gradient=args.loss_gradient,
+            scale_invariant=args.scale_invariant,
+        )
+        terms = {"limb variance": args.limb_weight * tree.loss}
+        if args.rotation_weight > 0:
+            terms["rotations"] = args.rotation_weight * rotation_consistency(net, p, z, g)
+        if args.moments > 0:
+            terms["moments"] = args.moments * rotation_moments(p, z)
+        if args.consistency > 0:
+            terms["90°"] = args.consistency * self_consistency_loss(net, p, depth=z)
+        loss = sum(terms.values())
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         if step % max(1, args.steps // 5) == 0 or step == args.steps:
-            log(
-                f"  [lvmst] step {step}/{args.steps}  limb-variance {tree.loss.item():.2e}  "
-                f"consistency {consistency.item():.2e}  ({time.perf_counter() - t0:.0f}s)"
-            )
+            parts = "  ".join(f"{k} {v.item():.2e}" for k, v in terms.items())
+            log(f"  [lvmst] step {step}/{args.steps}  {parts}  ({time.perf_counter() - t0:.0f}s)")
     return net, tree.adjacency.detach()
 
 
@@ -157,15 +216,15 @@ def train_supervised(xy: torch.Tensor, z_true: torch.Tensor, args, g) -> DepthNe
     """The upper bound: the same MLP regressing the true root-relative depth."""
     net = DepthNet()
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
-    for step, idx in batches(len(xy), args.batch, args.steps, g):
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.sup_steps)
+    for step, idx in batches(len(xy), args.batch, args.sup_steps, g):
         loss = ((net(xy[idx]) - z_true[idx]) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-        if step % max(1, args.steps // 5) == 0 or step == args.steps:
-            log(f"  [supervised] step {step}/{args.steps}  mse {loss.item():.2e}")
+        if step % max(1, args.sup_steps // 5) == 0 or step == args.sup_steps:
+            log(f"  [supervised] step {step}/{args.sup_steps}  mse {loss.item():.2e}")
     return net
 
 
@@ -253,16 +312,65 @@ def figure(path: str, true: torch.Tensor, preds: dict[str, torch.Tensor]) -> Non
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="the small CI budget (< 1 min)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Full budget: about 5-7 minutes on a shared 2-core CPU (1 thread); "
+        "--quick: about 1 minute.",
+    )
+    ap.add_argument("--quick", action="store_true", help="the small CI budget (~1 min)")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (weights and data)")
     ap.add_argument("--out", default="lift3d.png", help="where to write the figure")
-    ap.add_argument("--steps", type=int, help="training steps of each depth MLP")
-    ap.add_argument("--adv-steps", type=int, help="training steps of the adversarial lifter")
-    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, help="steps of the LVMST lifter (default: budget's)")
+    ap.add_argument(
+        "--sup-steps", type=int, help="steps of the supervised MLP (default: --steps; 0: skip)"
+    )
+    ap.add_argument(
+        "--adv-steps", type=int, help="adversarial lifter steps (default: budget's; 0: skip)"
+    )
+    ap.add_argument("--batch", type=int, default=256, help="poses per step")
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam lr of the depth MLPs")
-    ap.add_argument("--consistency", type=float, default=10.0, help="self-consistency weight")
-    ap.add_argument("--tree-mode", default="hard", help="dmst relaxation of the LVMST (hard, ste)")
+    ap.add_argument("--limb-weight", type=float, default=10.0, help="limb-variance weight")
+    ap.add_argument(
+        "--relaxation",
+        default="ste",
+        choices=("hard", "ste", "soft"),
+        help="dmst relaxation of the LVMST",
+    )
+    ap.add_argument(
+        "--loss-gradient",
+        default="envelope",
+        choices=("envelope", "product"),
+        help="lvmst(loss_gradient=...): 'envelope' differentiates the limb variance as the "
+        "smoothed minimum tree weight (soft edge marginals); 'product' is the plain "
+        "straight-through gradient",
+    )
+    ap.add_argument(
+        "--temperature", type=float, default=0.3, help="relative temperature of the soft tree"
+    )
+    ap.add_argument(
+        "--rotation-weight",
+        type=float,
+        default=10.0,
+        help="weight of the self-consistency at random angles (0: off)",
+    )
+    ap.add_argument(
+        "--moments",
+        type=float,
+        default=10.0,
+        help="weight of the rotation-invariant batch moments (0: off)",
+    )
+    ap.add_argument(
+        "--consistency",
+        type=float,
+        default=0.0,
+        help="weight of the thesis's 90-degree self-consistency (self_consistency_loss)",
+    )
+    ap.add_argument(
+        "--scale-invariant",
+        action="store_true",
+        help="LVMST on the variance of log-distances (lvmst(scale_invariant=True))",
+    )
     ap.add_argument("--adv-lr", type=float, default=2e-4, help="adversarial lifter lr")
     ap.add_argument("--adv-recon", type=float, default=10.0, help="reconstruction weight")
     ap.add_argument("--adv-d-ratio", type=float, default=1.0, help="discriminator lr / lifter lr")
@@ -272,9 +380,9 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     budget = BUDGETS["quick" if args.quick else "full"]
     args.steps = args.steps or budget["steps"]
+    args.sup_steps = args.steps if args.sup_steps is None else args.sup_steps
     args.adv_steps = args.adv_steps if args.adv_steps is not None else budget["adv_steps"]
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed)
     t_start = time.perf_counter()
@@ -282,7 +390,10 @@ def main(argv=None) -> dict:
     train = stickman3d(budget["train"], render=False, generator=g)
     test = stickman3d(budget["eval"], render=False, generator=g)
     xy, xy_test, true = train.keypoints, test.keypoints, test.joints3d
-    log(f"{len(xy)} training / {len(xy_test)} held-out 2D poses of {K} joints")
+    log(
+        f"{len(xy)} training / {len(xy_test)} held-out 2D poses of {K} joints "
+        f"({args.threads} thread(s))"
+    )
 
     results, preds = {}, {}
 
@@ -295,18 +406,28 @@ def main(argv=None) -> dict:
     with torch.no_grad():
         evaluate("zero_depth", torch.cat((xy_test, torch.zeros_like(xy_test[..., :1])), -1))
 
-    log("training the LVMST lifter (limb variance + self-consistency, no 3D) ...")
-    net, tree = train_lvmst(xy, args, g)
+    log("training the LVMST lifter (no 3D data) ...")
+    t0 = time.perf_counter()
+    net, _ = train_lvmst(xy, args, g)
+    t_lvmst = time.perf_counter() - t0
     with torch.no_grad():
-        evaluate("lvmst", torch.cat((xy_test, net(xy_test)[..., None]), -1))
-    edge_recall = edge_precision_recall(tree, STICKMAN3D_EDGES).recall
-    log(f"  LVMST tree recovers {edge_recall:.0%} of the {len(STICKMAN3D_EDGES)} bones")
+        lifted = torch.cat((xy_test, net(xy_test)[..., None]), -1)
+        evaluate("lvmst", lifted)
+        tree = lvmst(lifted, relaxation="hard").adjacency
+    pr = edge_precision_recall(tree, STICKMAN3D_EDGES)
+    found = sorted(tuple(e) for e in torch.nonzero(torch.triu(tree, 1)).tolist())
+    missed = sorted(set(STICKMAN3D_EDGES) - set(found))
+    log(
+        f"  the LVMST of the lifted held-out poses holds {pr.true_positives} of the "
+        f"{len(STICKMAN3D_EDGES)} bones" + (f" (missing {missed})" if missed else "")
+    )
 
-    log("training the supervised MLP (true depths) ...")
-    z_train = train.joints3d[..., 2] - train.joints3d[:, ROOT : ROOT + 1, 2]
-    sup = train_supervised(xy, z_train, args, g)
-    with torch.no_grad():
-        evaluate("supervised", torch.cat((xy_test, sup(xy_test)[..., None]), -1))
+    if args.sup_steps > 0:
+        log("training the supervised MLP (true depths) ...")
+        z_train = train.joints3d[..., 2] - train.joints3d[:, ROOT : ROOT + 1, 2]
+        sup = train_supervised(xy, z_train, args, g)
+        with torch.no_grad():
+            evaluate("supervised", torch.cat((xy_test, sup(xy_test)[..., None]), -1))
 
     if args.adv_steps > 0:
         log("training the adversarial lifter (thesis §3.4) ...")
@@ -320,20 +441,29 @@ def main(argv=None) -> dict:
         "budget": "quick" if args.quick else "full",
         "seed": args.seed,
         "steps": args.steps,
+        "sup_steps": args.sup_steps,
         "adv_steps": args.adv_steps,
+        "threads": args.threads,
         **{f"{name}_{key}": value for name, r in results.items() for key, value in r.items()},
-        "lvmst_edge_recall": edge_recall,
+        "lvmst_edge_recall": pr.recall,
+        "lvmst_edge_precision": pr.precision,
+        "lvmst_tree": [list(e) for e in found],
         "lvmst_over_zero_depth": round(
             results["lvmst"]["mpjpe_mm"] / results["zero_depth"]["mpjpe_mm"], 3
         ),
-        "seconds": round(time.perf_counter() - t_start, 1),
     }
+    if "supervised" in results:
+        metrics["lvmst_over_supervised"] = round(
+            results["lvmst"]["mpjpe_mm"] / results["supervised"]["mpjpe_mm"], 3
+        )
+    metrics["seconds_lvmst"] = round(t_lvmst, 1)
     try:
         figure(args.out, true, preds)
         metrics["figure"] = args.out
         log(f"figure written to {args.out}")
     except ImportError:
         log("matplotlib not installed: no figure (pip install 'torch-artic[examples]')")
+    metrics["seconds"] = round(time.perf_counter() - t_start, 1)
     print(json.dumps(metrics))
     return metrics
 

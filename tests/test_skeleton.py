@@ -84,6 +84,71 @@ def test_ste_gradient_is_soft_gradient():
     torch.testing.assert_close(grads[0], grads[1])
 
 
+def _variance_gradient(pts, **kwargs):
+    """``(result, dL/dV)`` of ``lvmst(pts, **kwargs).loss``, the gradient as one number per
+    pair (both halves of the symmetric variance summed, upper triangle)."""
+    res = lvmst(pts.clone().requires_grad_(), **kwargs)
+    (gv,) = torch.autograd.grad(res.loss, res.variance)
+    return res, (gv + gv.T).triu(1)
+
+
+def test_ste_product_gradient_raises_off_tree_variances():
+    """The issue behind ``loss_gradient="envelope"``: under "ste" the product rule's
+    gradient w.r.t. the variance is negative on costly pairs off the tree (descent raises
+    their variance; the tree's limbs get more than 1 instead)."""
+    g = torch.Generator().manual_seed(8)
+    pts = stick_figures(64, BONES_2D, 3, g, noise=0.05)
+    res, grad = _variance_gradient(pts, relaxation="ste", temperature=0.3)
+    tree = res.adjacency.detach().triu(1) > 0.5
+    off = ~tree & torch.ones_like(tree).triu(1)
+    assert (grad[off] < -1e-3).sum() >= 5, grad
+    assert grad[tree].min() > 1.0
+
+
+@pytest.mark.parametrize("relaxation", ["ste", "soft", "perturbed"])
+def test_envelope_gradient_is_the_relaxed_tree(relaxation):
+    """``loss_gradient="envelope"``: same loss value, and dL/dV is the relaxed tree (soft
+    marginals for "ste" and "soft", the perturbed frequencies), >= 0 everywhere: no
+    variance is pushed up, and the points' gradient shrinks only relaxed-tree pairs."""
+    g = torch.Generator().manual_seed(9)
+    pts = stick_figures(64, BONES_2D, 3, g, noise=0.05)
+    kw = dict(relaxation=relaxation, temperature=0.3)
+    if relaxation == "perturbed":
+        kw["generator"] = torch.Generator().manual_seed(0)
+    product, _ = _variance_gradient(pts, **kw)
+    if relaxation == "perturbed":
+        kw["generator"] = torch.Generator().manual_seed(0)
+    env, grad = _variance_gradient(pts, loss_gradient="envelope", **kw)
+    torch.testing.assert_close(env.loss, product.loss)
+    torch.testing.assert_close(env.adjacency, product.adjacency)
+    if relaxation == "perturbed":
+        relaxed = env.adjacency.detach()
+    else:
+        relaxed = dmst(env.variance.detach(), relaxation="soft", temperature=0.3)
+    torch.testing.assert_close(grad, relaxed.triu(1))
+    assert grad.min() >= 0
+    # the same through the points: the gradient of sum_ij mu_ij V_ij with mu held fixed
+    if relaxation == "perturbed":
+        kw["generator"] = torch.Generator().manual_seed(0)
+    x = pts.clone().requires_grad_()
+    (gx,) = torch.autograd.grad(lvmst(x, loss_gradient="envelope", **kw).loss, x)
+    y = pts.clone().requires_grad_()
+    (gy,) = torch.autograd.grad(limb_variance_loss(y, relaxed), y)
+    torch.testing.assert_close(gx, gy)
+
+
+def test_envelope_gradient_hard_is_unchanged():
+    g = torch.Generator().manual_seed(10)
+    pts = stick_figures(32, BONES_2D, 2, g, noise=0.05)
+    _, a = _variance_gradient(pts, relaxation="hard")
+    _, b = _variance_gradient(pts, relaxation="hard", loss_gradient="envelope")
+    torch.testing.assert_close(a, b)
+    # no gradient needed: the plain result, no relaxation computed
+    with torch.no_grad():
+        r = lvmst(pts, loss_gradient="envelope")
+    torch.testing.assert_close(r.loss, lvmst(pts).loss)
+
+
 def posed_figures(n, generator, spread=0.35):
     """2D figures whose limbs swing by +-spread rad about a rest pose (as people do)."""
     rest = {1: -math.pi / 2, 2: math.pi / 2, 3: 0.3, 4: math.pi - 0.3, 5: 1.3, 6: math.pi - 1.3}
@@ -160,6 +225,8 @@ def test_errors():
         lvmst(pts, relaxation="fuzzy")
     with pytest.raises(ValueError, match="temperature"):
         lvmst(pts, temperature=0.0)
+    with pytest.raises(ValueError, match="loss_gradient"):
+        lvmst(pts, loss_gradient="straight")
     with pytest.raises(ValueError, match="eps"):
         lvmst(pts, scale_invariant=True, eps=0.0)
     with pytest.raises(ValueError, match=r"confidence.*\[8, 4\]"):

@@ -34,6 +34,8 @@ from .pairwise_distance_variance import (
 
 __all__ = ["LVMSTResult", "limb_variance_loss", "lvmst", "self_consistency_loss"]
 
+_LOSS_GRADIENTS = ("product", "envelope")  # the values of lvmst's ``loss_gradient``
+
 
 class LVMSTResult(NamedTuple):
     """What :func:`lvmst` returns.
@@ -71,6 +73,7 @@ def lvmst(
     num_samples: int = 32,
     noise_scale: float = 0.1,
     generator: torch.Generator | None = None,
+    loss_gradient: str = "product",
 ) -> LVMSTResult:
     r"""Limb-variance minimum spanning tree: which keypoints are joined by rigid limbs.
 
@@ -103,6 +106,25 @@ def lvmst(
         eps: the :math:`\epsilon` of the log-distance, in the units of ``points``.
         num_samples, noise_scale, generator: for ``relaxation="perturbed"``, as in
             :func:`torch_artic.dmst`.
+        loss_gradient: how ``loss`` is differentiated (its value is the same either way).
+            ``"product"`` (default): the product rule through both factors of
+            :math:`\sum A_{ij} V_{ij}`, including the relaxed tree's own gradient
+            :math:`\sum_{ij} V_{ij}\,\partial A_{ij} / \partial V` for ``"ste"``,
+            ``"soft"`` and ``"perturbed"``. That term rewards *raising* the variance of
+            pairs off the tree (it makes the tree more certain): it is
+            :math:`-\operatorname{Cov}_T(w(T), [kl \in T]) / \tau` under the Gibbs
+            distribution of ``"soft"``, negative for a costly pair, so gradient descent
+            spreads non-limb distances apart (a depth network trained this way diverges,
+            ``docs/examples.md``, *lift3d*). ``"envelope"``: :math:`\partial
+            \mathcal{L} / \partial V_{ij}` is the relaxed tree itself, held constant —
+            the soft marginals :math:`\mu_{ij}` of ``dmst(variance,
+            relaxation="soft")`` for ``"ste"`` and ``"soft"``, the perturbed frequencies
+            for ``"perturbed"`` — i.e. the gradient of the smoothed minimum tree weight
+            :math:`-\tau \log \sum_T e^{-w(T)/\tau}` (envelope theorem): it is
+            :math:`\ge 0` for every pair, so no variance is pushed up, and each pair is
+            made rigid in proportion to its probability of being a limb. With
+            ``"hard"`` both are the tree's edges. ``adjacency`` keeps its own gradient
+            either way.
 
     Returns:
         :class:`LVMSTResult` ``(adjacency [K, K], variance [K, K], loss [])``.
@@ -119,6 +141,11 @@ def lvmst(
     """
     _validate(points, confidence, unbiased=unbiased, group=group)
     eps = check_positive(eps, "eps")
+    if not isinstance(loss_gradient, str) or loss_gradient not in _LOSS_GRADIENTS:
+        raise ValueError(
+            f"`loss_gradient` must be one of {', '.join(map(repr, _LOSS_GRADIENTS))}, "
+            f"got {loss_gradient!r}"
+        )
     if scale_invariant:
         conf = None if confidence is None else _non_negative(confidence)
         st = _stats_reference(points, conf, log_eps=eps)
@@ -135,6 +162,19 @@ def lvmst(
         noise_scale=noise_scale,
         generator=generator,
     )
+    if (
+        loss_gradient == "envelope"
+        and relaxation != "hard"
+        and torch.is_grad_enabled()
+        and variance.requires_grad
+    ):
+        if relaxation == "ste":  # the relaxation behind the straight-through gradient
+            weights = dmst(variance.detach(), relaxation="soft", temperature=temperature)
+        else:  # "soft" / "perturbed": the relaxed adjacency itself
+            weights = adjacency.detach()
+        fixed = variance.detach()
+        loss = _edge_sum(adjacency.detach(), fixed) + _edge_sum(weights, variance - fixed)
+        return LVMSTResult(adjacency, variance, loss)
     return LVMSTResult(adjacency, variance, _edge_sum(adjacency, variance))
 
 
