@@ -199,8 +199,6 @@ def machine() -> str:
     )
 
 
-# (transitional: the TPS and MTL benchmarks still call it; removed once they use
-# speedup_table)
 def speedup_table(results: list[Result], ours: str, title: str, run: Run) -> str:
     """A Markdown table, one row per (op, case, peer): torch-artic's time and peak memory
     (the impl named ``ours``), the peer's, the **speed-up** (peer / ours: > 1 means

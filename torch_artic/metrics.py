@@ -151,6 +151,17 @@ def hungarian_keypoint_error(
     )
 
 
+def _check_poses(pred, target) -> None:
+    """``pred`` and ``target``: tensors of the same shape ``[..., K, D]``, dtype and device."""
+    check_tensor(pred, "pred")
+    check_tensor(target, "target")
+    check_same("pred", pred, "target", target)
+    check_shape(pred, "pred", "[..., K, D]", pred.dim() >= 2)
+    check_shape(
+        target, "target", f"{shape_str(pred.shape)} (as `pred`)", target.shape == pred.shape
+    )
+
+
 def _check_root(root, k: int):
     if root is None:
         return None
@@ -198,13 +209,7 @@ def mpjpe(
         >>> float(mpjpe(target + torch.tensor([0.0, 0.0, 1.0]), target, root=0))
         0.0
     """
-    check_tensor(pred, "pred")
-    check_tensor(target, "target")
-    check_same("pred", pred, "target", target)
-    check_shape(pred, "pred", "[..., K, D]", pred.dim() >= 2)
-    check_shape(
-        target, "target", f"{shape_str(pred.shape)} (as `pred`)", target.shape == pred.shape
-    )
+    _check_poses(pred, target)
     _check_reduction(reduction)
     root = _check_root(root, pred.shape[-2])
     if root is not None:
@@ -257,13 +262,7 @@ def procrustes_align(
         >>> torch.allclose(procrustes_align(pred, target), target)
         True
     """
-    check_tensor(pred, "pred")
-    check_tensor(target, "target")
-    check_same("pred", pred, "target", target)
-    check_shape(pred, "pred", "[..., K, D]", pred.dim() >= 2)
-    check_shape(
-        target, "target", f"{shape_str(pred.shape)} (as `pred`)", target.shape == pred.shape
-    )
+    _check_poses(pred, target)
     out_dtype = pred.dtype
     work = torch.promote_types(out_dtype, torch.float32)  # svd has no float16/bfloat16
     pred, target = pred.to(work), target.to(work)
