@@ -305,9 +305,11 @@ def main() -> None:
                 results.append(res)
         fwd = measure("sketch_render fwd", case, "native fwd", forward_only, b, k, size,
                       args.device, wgrad, **fast)  # fmt: skip
-        both = next((r for r in results if r.case == case and r.impl == "native"), None)
+        both = next(
+            (r for r in results if (r.op, r.case, r.impl) == (op, case, "native")), None
+        )
         if fwd is not None and both is not None:
-            split.append((case, fwd.median_ms, both.median_ms))
+            split.append((f"{case}{' +w' if wgrad else ''}", fwd.median_ms, both.median_ms))
     print()
     title = f"sketch_render fwd+bwd ({args.device}), sigma = {SIGMA} px"
     print(speedup_table(results, "native", title, run))
