@@ -211,6 +211,16 @@ static const char __libc_single_threaded = 0;
 }
 #endif
 EOF
+# A Debian/Ubuntu system Python keeps pyconfig.h under the multiarch include directory
+# (Python.h includes <x86_64-linux-gnu/python3.X/pyconfig.h>), which gcc searches and
+# zig's clang, with its own glibc-2.28 headers, does not. Expose just that one directory
+# through the shim (never the whole /usr/include/<multiarch>: its glibc headers are newer).
+read -r py_inc py_multiarch < <("$cache/build/bin/python" -c \
+  "import sysconfig as s; print(s.get_paths()['include'], s.get_config_var('MULTIARCH') or '-')")
+if [ "$py_multiarch" != - ] && [ -d "/usr/include/$py_multiarch/$(basename "$py_inc")" ]; then
+  mkdir -p "$tc/shim/$py_multiarch"
+  ln -sfn "/usr/include/$py_multiarch/$(basename "$py_inc")" "$tc/shim/$py_multiarch/"
+fi
 inc_flags="-I$tc/shim"
 for d in "${cxx_inc[@]}"; do inc_flags+=" -I$d"; done
 cat >"$tc/bin/cc" <<EOF
