@@ -315,10 +315,10 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="Full budget: about 5-7 minutes on a shared 2-core CPU (1 thread); "
-        "--quick: about 1 minute.",
+        epilog="Full budget: 1-2 minutes on a 2-core CPU (1 thread), 4-5 minutes with the "
+        "adversarial lifter (--adv-steps 0 skips it); --quick: about 20-30 s.",
     )
-    ap.add_argument("--quick", action="store_true", help="the small CI budget (~1 min)")
+    ap.add_argument("--quick", action="store_true", help="the small CI budget (~20-30 s)")
     ap.add_argument("--seed", type=int, default=0, help="training seed (weights and data)")
     ap.add_argument("--out", default="lift3d.png", help="where to write the figure")
     ap.add_argument("--steps", type=int, help="steps of the LVMST lifter (default: budget's)")

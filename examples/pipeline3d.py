@@ -63,14 +63,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lift3d import (  # noqa: E402  (the sibling example)
@@ -81,7 +79,14 @@ from lift3d import (  # noqa: E402  (the sibling example)
     rotation_moments,
     train_supervised,
 )
-from stickman2d import center, cosine, gaussian_blur  # noqa: E402
+from stickman2d import (  # noqa: E402
+    Detector,
+    center,
+    cosine,
+    gaussian_blur,
+    redundancy,
+    unexplained_ink,
+)
 
 from torch_artic.data import STICKMAN3D_EDGES, STICKMAN3D_JOINTS, stickman3d  # noqa: E402
 from torch_artic.metrics import (  # noqa: E402
@@ -114,37 +119,6 @@ def log(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------- models
-class Detector(nn.Module):
-    """``[B, 1, w, w]`` -> ``[B, k, 2]`` keypoints in ``[-1, 1]`` (stickman2d's MLP, on the
-    image average-pooled by ``pool``: 36² inputs cost a quarter of 72²'s, and the sketch
-    loss stays at full resolution); the last bias starts the keypoints on a circle of
-    radius ``spread``."""
-
-    def __init__(self, k: int = K, w: int = SIZE, spread: float = 0.5, pool: int = 2):
-        super().__init__()
-        self.k, self.pool = k, pool
-        self.net = nn.Sequential(
-            nn.Linear((w // pool) ** 2, 512),
-            nn.ReLU(),
-            nn.Linear(512, 256),
-            nn.ReLU(),
-            nn.Linear(256, 512),
-            nn.ReLU(),
-            nn.Linear(512, 2 * k),
-            nn.Tanh(),
-        )
-        if spread > 0:
-            angle = torch.arange(k) * 2 * math.pi / k - math.pi / 2
-            start = spread * torch.stack((angle.cos(), angle.sin()), -1)
-            with torch.no_grad():
-                self.net[-2].bias.copy_(torch.atanh(start).flatten())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pool > 1:
-            x = F.avg_pool2d(x, self.pool)
-        return self.net(x.flatten(1)).view(-1, self.k, 2)
-
-
 def predict(det: Detector, images: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """Keypoints ``[B, K, 2]`` of ``[B, 1, H, W]`` images, in the images' own frame."""
     out = []
@@ -168,34 +142,6 @@ def draw(points: torch.Tensor, adjacency: torch.Tensor, additive: float = 0.0):
     if additive > 0:
         return sketch, sketch + additive * gaussian_blur(ink - ink.clamp(max=1.0), DATA_BLUR)
     return sketch, sketch
-
-
-def redundancy(points: torch.Tensor, adjacency: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
-    """``[K]``: the mean increase of the sketch's squared error when keypoint ``i`` is moved
-    onto its best tree neighbour (~0: it draws nothing that the others do not)."""
-    with torch.no_grad():
-        base = (draw(points, adjacency)[0] - img).pow(2).mean((1, 2, 3))
-        delta = torch.full((points.shape[1],), math.inf)
-        for i, j in torch.nonzero(adjacency > 0.5).tolist():
-            moved = points.clone()
-            moved[:, i] = points[:, j]
-            err = (draw(moved, adjacency)[0] - img).pow(2).mean((1, 2, 3))
-            delta[i] = min(delta[i], float((err - base).mean()))
-    return delta
-
-
-def unexplained_ink(img: torch.Tensor, sketch: torch.Tensor, near: torch.Tensor):
-    """Per image, the normalised ``(x, y)`` of the pixel nearest to ``near`` ``[B, 2]``
-    among those where the ink the sketch leaves unexplained (blurred by 2 px) is at least
-    half its peak, and whether there is any (peak > 0.1)."""
-    with torch.no_grad():
-        u = gaussian_blur(F.relu(img - sketch), 2.0)[:, 0].flatten(1)
-        peak = u.amax(1)
-        ys, xs = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
-        grid = torch.stack((xs, ys), -1).reshape(-1, 2).to(img.dtype) * 2 / (SIZE - 1) - 1
-        d2 = (grid[None] - near[:, None]).pow(2).sum(-1)
-        d2 = torch.where(u >= 0.5 * peak[:, None], d2, math.inf)
-        return grid[d2.argmin(1)], peak > 0.1
 
 
 def ink_costs(points: torch.Tensor, img: torch.Tensor, samples: int = 9) -> torch.Tensor:
@@ -245,7 +191,7 @@ def train_stage(args, pool, g: torch.Generator, joint: bool, check: bool = True)
     the detector (end to end). With ``check``, stops early (``converged=False``) if at
     ``args.check_at`` of training the sketch's mean squared error over the last 100 steps
     is above ``args.restart_above``."""
-    det = Detector(spread=args.init_spread, pool=args.input_pool)
+    det = Detector(K, SIZE, spread=args.init_spread, pool=args.input_pool)
     lifter = DepthNet(root=None)
     opt_d = torch.optim.Adam(det.parameters(), lr=args.lr)
     opt_l = torch.optim.Adam(lifter.parameters(), lr=args.lr)
@@ -284,13 +230,15 @@ def train_stage(args, pool, g: torch.Generator, joint: bool, check: bool = True)
         terms.update(lifter_losses(lifter, xy.detach(), args, g))
         if frac < args.reseed_until:
             if (step - 1) % args.reseed_every == 0:
-                delta = redundancy(kp.detach(), adj, img)
+                delta = redundancy(kp.detach(), adj, img, draw=lambda p, a: draw(p, a)[0])
                 worst, median = int(delta.argmin()), float(delta.median())
                 flagged = worst if 1e-6 < median and delta[worst] < 0.25 * median else None
                 if flagged is not None and (not reseeds or reseeds[-1][1] != flagged):
                     reseeds.append((step, flagged))
             if flagged is not None:
-                target, ok = unexplained_ink(img, sketch.detach(), kp[:, flagged].detach())
+                target, ok = unexplained_ink(
+                    img, sketch.detach(), kp[:, flagged].detach(), threshold=0.1
+                )
                 if bool(ok.any()):
                     pull = (kp[ok, flagged] - target[ok]).pow(2).sum(-1).mean()
                     terms["reseed"] = 10.0 * args.reseed_weight * pull
@@ -608,7 +556,8 @@ def main(argv=None) -> dict:
     with torch.no_grad(), torch.random.fork_rng():
         const = hungarian_keypoint_error(true_kp.mean(0).expand_as(true_kp).clone(), true_kp)
         untrained = hungarian_keypoint_error(
-            predict(Detector(spread=args.init_spread, pool=args.input_pool), test.images), true_kp
+            predict(Detector(K, SIZE, spread=args.init_spread, pool=args.input_pool), test.images),
+            true_kp,
         )
     results["mean_pose_mse_2d"] = float(const.mse)
     results["untrained_mse_2d"] = float(untrained.mse)

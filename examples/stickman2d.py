@@ -134,13 +134,14 @@ class Detector(nn.Module):
 
     The last layer's bias starts the keypoints on a circle of radius ``spread`` around the
     image centre, at angles ``-90° + 360° i / k`` (one at the top, the rest in mirror
-    pairs), instead of all near the centre."""
+    pairs), instead of all near the centre. ``pool > 1`` average-pools the input by that
+    factor first (``examples/pipeline3d.py``: 72² images seen at 36²)."""
 
-    def __init__(self, k: int = K, w: int = SIZE, spread: float = 0.5):
+    def __init__(self, k: int = K, w: int = SIZE, spread: float = 0.5, pool: int = 1):
         super().__init__()
-        self.k = k
+        self.k, self.pool = k, pool
         self.net = nn.Sequential(
-            nn.Linear(w * w, 512),
+            nn.Linear((w // pool) ** 2, 512),
             nn.ReLU(),
             nn.Linear(512, 256),
             nn.ReLU(),
@@ -156,6 +157,8 @@ class Detector(nn.Module):
                 self.net[-2].bias.copy_(torch.atanh(start).flatten())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool > 1:
+            x = F.avg_pool2d(x, self.pool)
         return self.net(x.flatten(1)).view(-1, self.k, 2)
 
 
@@ -175,16 +178,24 @@ def cosine(frac: float, start: float, until: float) -> float:
     return start * 0.5 * (1 + math.cos(math.pi * frac / until))
 
 
-def redundancy(points: torch.Tensor, adjacency: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+def redundancy(
+    points: torch.Tensor, adjacency: torch.Tensor, img: torch.Tensor, draw=None
+) -> torch.Tensor:
     """``[K]``: the mean increase of the sketch's squared error when keypoint ``i`` is moved
-    onto its best tree neighbour (~0: it draws nothing that the others do not)."""
+    onto its best tree neighbour (~0: it draws nothing that the others do not). ``draw``:
+    ``(points, adjacency) -> sketch`` (default: ``sketch_render`` at ``SIZE``)."""
+    if draw is None:
+
+        def draw(p, a):
+            return sketch_render(p, a, SIZE)
+
     with torch.no_grad():
-        base = (sketch_render(points, adjacency, SIZE) - img).pow(2).mean((1, 2, 3))
+        base = (draw(points, adjacency) - img).pow(2).mean((1, 2, 3))
         delta = torch.full((points.shape[1],), math.inf)
         for i, j in torch.nonzero(adjacency > 0.5).tolist():
             moved = points.clone()
             moved[:, i] = points[:, j]
-            err = (sketch_render(moved, adjacency, SIZE) - img).pow(2).mean((1, 2, 3))
+            err = (draw(moved, adjacency) - img).pow(2).mean((1, 2, 3))
             delta[i] = min(delta[i], float((err - base).mean()))
     return delta
 
@@ -192,14 +203,15 @@ def redundancy(points: torch.Tensor, adjacency: torch.Tensor, img: torch.Tensor)
 def unexplained_ink(
     img: torch.Tensor, sketch: torch.Tensor, near: torch.Tensor, threshold: float = 0.15
 ):
-    """Per image, the normalised ``(x, y)`` of the pixel nearest to ``near`` ``[B, 2]``
-    among those where the ink the sketch leaves unexplained (blurred by 2 px) is at least
-    half its peak, and whether there is any (peak > ``threshold``)."""
+    """Per image of ``img`` ``[B, 1, S, S]``, the normalised ``(x, y)`` of the pixel nearest
+    to ``near`` ``[B, 2]`` among those where the ink the sketch leaves unexplained (blurred
+    by 2 px) is at least half its peak, and whether there is any (peak > ``threshold``)."""
     with torch.no_grad():
         u = gaussian_blur(F.relu(img - sketch), 2.0)[:, 0].flatten(1)  # [B, H W]
         peak = u.amax(1)
-        ys, xs = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
-        grid = torch.stack((xs, ys), -1).reshape(-1, 2).to(img.dtype) * 2 / (SIZE - 1) - 1
+        size = img.shape[-1]  # square images [B, 1, size, size]
+        ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+        grid = torch.stack((xs, ys), -1).reshape(-1, 2).to(img.dtype) * 2 / (size - 1) - 1
         d2 = (grid[None] - near[:, None]).pow(2).sum(-1)
         d2 = torch.where(u >= 0.5 * peak[:, None], d2, math.inf)
         return grid[d2.argmin(1)], peak > threshold

@@ -21,6 +21,7 @@ def test_help(run_example):
     out = run_example("keypoints_mtl", "--help").stdout
     for flag in ("--quick", "--seed", "--out", "--steps", "--single-steps", "--mtl", "--data"):
         assert flag in out
+    assert "(default: 0.001)" in out and "minutes" in out  # defaults and the budget's time
 
 
 def test_quick_run_clears_the_bars(tmp_path, run_example):
