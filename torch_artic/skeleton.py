@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 
 from ._checks import check_device, check_positive, check_shape, check_tensor, shape_str
-from .mst import dmst
+from .mst import _StraightThrough, dmst
 from .pairwise_distance_variance import (
     _non_negative,
     _stats_reference,
@@ -154,24 +154,30 @@ def lvmst(
     if group is not None:
         st = gather_stats(st, group)
     variance = variance_from_stats(st, unbiased=unbiased)
-    adjacency = dmst(
-        variance,
-        relaxation=relaxation,
-        temperature=temperature,
-        num_samples=num_samples,
-        noise_scale=noise_scale,
-        generator=generator,
-    )
-    if (
+    envelope = (
         loss_gradient == "envelope"
         and relaxation != "hard"
         and torch.is_grad_enabled()
         and variance.requires_grad
-    ):
-        if relaxation == "ste":  # the relaxation behind the straight-through gradient
-            weights = dmst(variance.detach(), relaxation="soft", temperature=temperature)
-        else:  # "soft" / "perturbed": the relaxed adjacency itself
-            weights = adjacency.detach()
+    )
+    if envelope and relaxation == "ste":
+        # the straight-through tree from its two halves, so that the soft tree behind its
+        # gradient (the envelope weights) is computed once
+        weights = dmst(variance, relaxation="soft", temperature=temperature)
+        hard = dmst(variance.detach(), relaxation="hard")
+        adjacency = _StraightThrough.apply(hard, weights)
+        weights = weights.detach()
+    else:
+        adjacency = dmst(
+            variance,
+            relaxation=relaxation,
+            temperature=temperature,
+            num_samples=num_samples,
+            noise_scale=noise_scale,
+            generator=generator,
+        )
+        weights = adjacency.detach()  # "soft" / "perturbed": the relaxed adjacency itself
+    if envelope:
         fixed = variance.detach()
         loss = _edge_sum(adjacency.detach(), fixed) + _edge_sum(weights, variance - fixed)
         return LVMSTResult(adjacency, variance, loss)
