@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 
 import numpy as np
 import pytest
@@ -725,3 +726,41 @@ def test_native_prim_equals_torch_prim(integer):
                 assert torch.equal(a.isnan(), a2.isnan())
                 assert torch.equal(a[keep], a2[keep])
     torch.library.opcheck(torch.ops.torch_artic.mst_prim.default, (torch.rand(4, 5, 5),))
+
+
+def _vma_flags(address: int) -> list[str] | None:
+    """The ``VmFlags`` of the mapping of this process that contains ``address``."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "VmFlags:":
+                return line.split()[1:]
+    return None
+
+
+@pytest.mark.skipif(
+    "cpu" not in __import__("torch_artic")._native.REGISTRY["mst_prim"].kernels,
+    reason="native mst_prim kernel not built",
+)
+@pytest.mark.skipif(
+    not os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled"),
+    reason="Linux transparent huge pages not available",
+)
+def test_large_native_output_is_advised_huge_pages_and_unchanged():
+    """A >= 32 MiB CPU output (always a fresh mmap under glibc) is advised huge pages
+    (``csrc/common/memory.h``: the first-touch page faults otherwise cost as much as the
+    hard MST itself), and its values are the reference's."""
+    from torch_artic.mst import _prim_torch
+
+    w = torch.rand(4096, 32, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    p, o, a = torch.ops.torch_artic.mst_prim(w)
+    assert a.numel() * a.element_size() >= 32 << 20
+    middle = a.data_ptr() + a.numel() * a.element_size() // 2
+    flags = _vma_flags(middle)
+    assert flags is not None and "hg" in flags, flags  # VM_HUGEPAGE: madvise(MADV_HUGEPAGE)
+    p2, o2, a2 = _prim_torch(w)
+    assert torch.equal(p, p2) and torch.equal(o, o2) and torch.equal(a, a2)

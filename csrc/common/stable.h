@@ -6,6 +6,8 @@
 // TORCH_TARGET_VERSION set by setup.py (2.10).
 #pragma once
 
+#include "common/memory.h"
+
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -142,11 +144,16 @@ inline int64_t element_size(ScalarType st) {
 // A new uninitialised tensor on `like`'s device: every output and every large scratch
 // buffer of a kernel comes from here, so that running out of memory is an error that
 // says what could not be allocated and how large it was (through the stable ABI torch's
-// own allocator message is lost).
+// own allocator message is lost), and large CPU ones are advised huge pages (memory.h).
 inline Tensor empty(const char* op, const Tensor& like, const std::vector<int64_t>& shape,
                     ScalarType dtype, const char* what) {
   try {
-    return torch::stable::new_empty(like, shape, dtype);
+    Tensor out = torch::stable::new_empty(like, shape, dtype);
+    if (out.is_cpu()) {
+      advise_huge_pages(out.mutable_data_ptr(),
+                        static_cast<size_t>(out.numel()) * static_cast<size_t>(element_size(dtype)));
+    }
+    return out;
   } catch (const std::exception&) {
     double bytes = static_cast<double>(element_size(dtype));
     std::ostringstream dims;
