@@ -27,11 +27,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import time
 
-from benchmarks.harness import add_arguments, begin, machine, measure, save, times_table
+from benchmarks.harness import (
+    add_arguments,
+    begin,
+    interleaved,
+    load_average,
+    machine,
+    measure,
+    save,
+    times_table,
+)
 
 IMPLS = (
     "sum",
@@ -96,32 +103,21 @@ def make_step(impl: str):
     return step
 
 
-def interleaved(impls, repeats: int, threads: int, warmup: int = 3) -> dict:
-    """Time every impl in this process, round-robin (rotating the order each round), so that
-    a machine shared with other jobs slows them all alike. Returns, per impl, the median and
-    inter-quartile range of the wall time and the median thread CPU time of one step (ms)."""
+def time_interleaved(impls, repeats: int, threads: int) -> dict:
+    """Time every impl in this process, interleaved (:func:`benchmarks.harness.interleaved`).
+    Returns, per impl, the median and inter-quartile range of the wall time and the median
+    thread CPU time of one step (ms)."""
     import torch
 
     torch.set_num_threads(threads)
-    steps = {impl: make_step(impl) for impl in impls}
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    wall: dict[str, list[float]] = {impl: [] for impl in impls}
-    cpu: dict[str, list[float]] = {impl: [] for impl in impls}
-    for r in range(repeats):
-        for impl in impls[r % len(impls) :] + impls[: r % len(impls)]:
-            t0, c0 = time.perf_counter(), time.thread_time()
-            steps[impl]()
-            wall[impl].append((time.perf_counter() - t0) * 1e3)
-            cpu[impl].append((time.thread_time() - c0) * 1e3)
+    times = interleaved({impl: make_step(impl) for impl in impls}, repeats)
     out = {}
-    for impl in impls:
-        q = statistics.quantiles(wall[impl], n=4)
+    for impl, t in times.items():
+        q = statistics.quantiles(t["wall"], n=4)
         out[impl] = {
-            "median_ms": statistics.median(wall[impl]),
+            "median_ms": statistics.median(t["wall"]),
             "iqr_ms": q[2] - q[0],
-            "cpu_ms": statistics.median(cpu[impl]),
+            "cpu_ms": statistics.median(t["cpu"]),
             "repeats": repeats,
         }
     return out
@@ -160,10 +156,10 @@ def main(argv=None) -> None:
     impls = list(dict.fromkeys(["sum", *args.impls]))
 
     run = begin(args)
-    load0 = os.getloadavg()
-    res = interleaved(impls, args.repeats, args.threads)
-    load1 = os.getloadavg()
-    loads = f"load average {load0[0]:.2f} -> {load1[0]:.2f} (1 min)"
+    load0 = load_average()
+    res = time_interleaved(impls, args.repeats, args.threads)
+    load1 = load_average()
+    loads = f"load average {load0:.2f} -> {load1:.2f} (1 min)"
     print()
     title = (
         f"BalancedMTL strategies vs plain sum, chapter-4 model, {args.threads} thread(s), "

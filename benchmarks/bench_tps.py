@@ -30,13 +30,13 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from benchmarks.harness import (  # noqa: E402
     add_arguments,
     begin,
+    interleaved,
     load_average,
     measure,
     save,
@@ -128,34 +128,22 @@ def kornia_points(device: str):
 
 
 def back_to_back(device: str, threads: int | None, pairs: int) -> dict:
-    """The points case, torch_artic (exact inverse) and kornia alternating in this process:
-    medians of the per-pair ratios of wall time and of this thread's CPU time."""
+    """The points case, torch_artic (exact inverse) and kornia interleaved in this process
+    (:func:`benchmarks.harness.interleaved`): medians of the per-pair ratios of wall time
+    and of this thread's CPU time."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    ours, peer = ours_points(device, "newton"), kornia_points(device)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for _ in range(3):
-        ours(), peer()
+    steps = {"ours": ours_points(device, "newton"), "kornia": kornia_points(device)}
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
     load0 = load_average()
-    walls, cpus = [], []
-    for _ in range(pairs):
-        pair = []
-        for step in (ours, peer):
-            sync()
-            w0, c0 = time.perf_counter(), time.thread_time()
-            step()
-            sync()
-            pair.append((time.perf_counter() - w0, time.thread_time() - c0))
-        walls.append(pair[0][0] / pair[1][0])
-        cpus.append(pair[0][1] / pair[1][1])
-    return dict(
-        wall=statistics.median(walls),
-        cpu=statistics.median(cpus),
-        pairs=pairs,
-        load=(load0, load_average()),
-    )
+    t = interleaved(steps, pairs, sync=sync)
+    ratio = {
+        k: statistics.median(a / b for a, b in zip(t["ours"][k], t["kornia"][k]))
+        for k in ("wall", "cpu")
+    }
+    return dict(ratio, pairs=pairs, load=(load0, load_average()))
 
 
 def main() -> None:

@@ -182,6 +182,30 @@ def measure(
     return res
 
 
+def interleaved(steps: dict, repeats: int, *, warmup: int = 3, sync=None) -> dict:
+    """Time the callables ``steps`` (name -> step) in this process, round-robin with the
+    order rotating each round, so that a machine shared with other jobs slows them all
+    alike. Returns, per name, ``{"wall": [...], "cpu": [...]}``: the wall time and this
+    thread's CPU time of each round's call, in ms (index r: round r, so entries of two
+    names at the same index were measured back to back). ``sync`` (e.g.
+    ``torch.cuda.synchronize``) runs before and after each call."""
+    sync = sync or (lambda: None)
+    names = list(steps)
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    out = {name: {"wall": [], "cpu": []} for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            sync()
+            w0, c0 = time.perf_counter(), time.thread_time()
+            steps[name]()
+            sync()
+            out[name]["wall"].append((time.perf_counter() - w0) * 1e3)
+            out[name]["cpu"].append((time.thread_time() - c0) * 1e3)
+    return out
+
+
 def machine() -> str:
     """One line naming the machine the numbers came from."""
     import torch

@@ -110,6 +110,17 @@ def _solver_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def _normalised_gram(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(M / max_t M_tt, finite)``: the Gram matrix in the solver dtype, scaled so the
+    largest squared norm is 1 (the weights are then scale-invariant, e.g. under AMP loss
+    scaling), zeros if it holds a non-finite value (``finite``: a 0-dim bool, no host sync)."""
+    sd = _solver_dtype(gram.device)
+    m = gram.to(sd)
+    finite = torch.isfinite(m).all()
+    m = torch.where(finite, m, torch.zeros_like(m))
+    return m / m.diagonal().max().clamp_min(torch.finfo(sd).tiny), finite
+
+
 def _min_norm_from_gram(gram: torch.Tensor, *, max_iter: int = 250) -> torch.Tensor:
     """``argmin_{w in simplex} w^T M w`` for a Gram matrix ``M [P, P]`` -> ``w [P]``.
 
@@ -125,12 +136,8 @@ def _min_norm_from_gram(gram: torch.Tensor, *, max_iter: int = 250) -> torch.Ten
     """
     p = gram.shape[0]
     out_dtype = gram.dtype
-    sd = _solver_dtype(gram.device)
-    m = gram.to(sd)
-    finite = torch.isfinite(m).all()
-    m = torch.where(finite, m, torch.zeros_like(m))
-    # scale-invariant: normalise so the largest squared norm is 1 (AMP-scaled gradients)
-    m = m / m.diagonal().max().clamp_min(torch.finfo(sd).tiny)
+    m, finite = _normalised_gram(gram)
+    sd = m.dtype
     if p == 1:
         w = torch.ones(1, dtype=sd, device=m.device)
     elif p == 2:
@@ -201,11 +208,8 @@ def _pcgrad_from_gram(gram: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     projection rounds are vectorised over ``i``.
     """
     p = gram.shape[0]
-    sd = _solver_dtype(gram.device)
-    m = gram.to(sd)
-    finite = torch.isfinite(m).all()
-    m = torch.where(finite, m, torch.zeros_like(m))
-    m = m / m.diagonal().max().clamp_min(torch.finfo(sd).tiny)  # scale-invariant
+    m, finite = _normalised_gram(gram)
+    sd = m.dtype
     c = torch.eye(p, dtype=sd, device=m.device)
     if p == 1:
         return torch.where(finite, c, math.nan)
@@ -233,7 +237,8 @@ def _grads_matrix(grads, name: str) -> torch.Tensor:
             f"`{name}` must have shape [K, ...] (one gradient per task, K >= 1), "
             f"got {shape_str(grads.shape)}"
         )
-    return grads.reshape(grads.shape[0], -1)
+    flat = grads.reshape(grads.shape[0], -1)  # computed in float32 or float64
+    return flat.to(torch.float64 if flat.dtype == torch.float64 else torch.float32)
 
 
 def min_norm_weights(grads: torch.Tensor) -> torch.Tensor:
@@ -266,9 +271,7 @@ def min_norm_weights(grads: torch.Tensor) -> torch.Tensor:
         >>> min_norm_weights(g)  # w = (0.8, 0.2): 0.8 e_1 + 0.4 e_2 is orthogonal to g_1 - g_2
         tensor([0.8000, 0.2000])
     """
-    flat = _grads_matrix(grads, "grads")
-    ct = torch.float64 if flat.dtype == torch.float64 else torch.float32
-    f = flat.to(ct)
+    f = _grads_matrix(grads, "grads")
     return _min_norm_from_gram(f @ f.T)
 
 
@@ -308,14 +311,12 @@ def pcgrad_project(
         tensor([[0.5000, 0.5000],
                 [0.0000, 1.0000]])
     """
-    flat = _grads_matrix(grads, "grads")
+    f = _grads_matrix(grads, "grads")
     _check_generator(generator)
-    ct = torch.float64 if flat.dtype == torch.float64 else torch.float32
-    f = flat.to(ct)
     k = f.shape[0]
     keys = torch.rand(k, k, generator=generator, dtype=torch.float64)
     c = _pcgrad_from_gram(f @ f.T, keys)
-    return (c.to(ct) @ f).to(grads.dtype).reshape(grads.shape)
+    return (c.to(f.dtype) @ f).to(grads.dtype).reshape(grads.shape)
 
 
 def _check_generator(generator) -> None:
@@ -583,14 +584,19 @@ class BalancedMTL(nn.Module):
                 weight = lam * m
                 self._dwa_record(idx, raw.detach())
             total = terms.sum()
-        k = self.num_tasks
+        self._record(idx, raw, weight)
+        return total
+
+    def _record(self, idx, raw: torch.Tensor, weight: torch.Tensor) -> None:
+        """Set ``last_present``/``last_losses``/``last_weights`` from the present tasks
+        ``idx`` (their raw losses and weights ``[P]``; NaN for the absent ones)."""
+        k, device, dtype = self.num_tasks, raw.device, raw.dtype
         self.last_present = torch.zeros(k, dtype=torch.bool, device=device)
         self.last_present[idx] = True
-        self.last_losses = torch.full((k,), math.nan, dtype=ct, device=device)
+        self.last_losses = torch.full((k,), math.nan, dtype=dtype, device=device)
         self.last_losses[idx] = raw.detach()
-        self.last_weights = torch.full((k,), math.nan, dtype=ct, device=device)
+        self.last_weights = torch.full((k,), math.nan, dtype=dtype, device=device)
         self.last_weights[idx] = weight.detach()
-        return total
 
     def _exp(self, z, m, idx_list):
         t = self.temperature
@@ -773,7 +779,7 @@ class BalancedMTL(nn.Module):
                 dist.all_reduce(grads, group=group)  # replicated parameters: average
                 grads = grads / dist.get_world_size(group)
             # 2. weights from the Gram matrix (summed over the group for representations)
-            gram = (grads @ grads.T).to(torch.float64 if device.type != "mps" else ct)
+            gram = (grads @ grads.T).to(_solver_dtype(device))
             keys = None
             if self.strategy == "pcgrad":
                 keys = torch.rand(d, d, generator=generator, dtype=torch.float64)
@@ -804,15 +810,9 @@ class BalancedMTL(nn.Module):
             finally:
                 for h in handles:
                     h.remove()
-        k = self.num_tasks
         weights = m[idx_list].clone()
         weights[dep] = w * weights[dep]
-        self.last_present = torch.zeros(k, dtype=torch.bool, device=device)
-        self.last_present[idx_list] = True
-        self.last_losses = torch.full((k,), math.nan, dtype=ct, device=device)
-        self.last_losses[idx_list] = raw
-        self.last_weights = torch.full((k,), math.nan, dtype=ct, device=device)
-        self.last_weights[idx_list] = weights.detach()
+        self._record(idx_list, raw, weights)
 
     def _check_shared(self, shared) -> tuple[list[torch.Tensor], list[bool]]:
         if shared is None:

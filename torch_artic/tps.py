@@ -266,11 +266,28 @@ class _PlanarSpline(NamedTuple):
     work: torch.Tensor | None = None  # a reusable buffer for the [B, N, M] matrix (CPU)
 
 
+def _center_rows(centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ca [B, N, 4] = (-2 c, 1, |c|^2), |c|^2 [B, N, 1])`` of centres ``[B, N, 2]``:
+    ``ca @ _point_rows(q)`` is ``r^2`` ``[B, N, M]`` in one batched matmul."""
+    c2 = (centers * centers).sum(-1, keepdim=True)
+    return torch.cat((-2.0 * centers, torch.ones_like(c2), c2), -1), c2
+
+
+def _point_rows(q: torch.Tensor) -> torch.Tensor:
+    """``[B, 4, M] = (x, y, |x|^2, 1)`` of planar points ``q [B, 2, M]``."""
+    q2 = q[:, 0] * q[:, 0] + q[:, 1] * q[:, 1]
+    return torch.stack((q[:, 0], q[:, 1], q2, torch.ones_like(q2)), 1)
+
+
+def _det(jx: torch.Tensor, jy: torch.Tensor) -> torch.Tensor:
+    """``det J`` ``[B, M]`` from the Jacobian's columns ``jx, jy [B, 2, M]``."""
+    return (jx[:, 0] * jy[:, 1]).sub_(jy[:, 0] * jx[:, 1])
+
+
 def _planar_spline(params: torch.Tensor, centers: torch.Tensor) -> _PlanarSpline:
     n = centers.shape[1]
     w = params[:, :n]
-    c2 = (centers * centers).sum(-1, keepdim=True)
-    ca = torch.cat((-2.0 * centers, torch.ones_like(c2), c2), -1)
+    ca, c2 = _center_rows(centers)
     w8 = torch.cat((w, w * centers[..., :1], w * centers[..., 1:], w * c2), -1)
     return _PlanarSpline(ca, w8.transpose(1, 2).contiguous(), params[:, n:].contiguous())
 
@@ -292,9 +309,7 @@ def _eval_planar(spl: _PlanarSpline, q: torch.Tensor, jacobian: bool = True):
     written there: on CPU each fresh buffer of that size costs page faults.
     """
     ca, w8, a, work = spl
-    qx, qy = q[:, 0], q[:, 1]
-    q2 = qx * qx + qy * qy
-    qa = torch.stack((qx, qy, q2, torch.ones_like(q2)), 1)  # [B, 4, M]
+    qa = _point_rows(q)  # [B, 4, M]
     if work is None:
         log_r2 = torch.bmm(ca, qa)
     else:
@@ -305,8 +320,8 @@ def _eval_planar(spl: _PlanarSpline, q: torch.Tensor, jacobian: bool = True):
     lw, lwc = m[:, 0:2], m[:, 6:8]
     cx = m[:, 2:4].sub_(a[:, 1, :, None])  # L (w c_x) - a_x: minus the x-column of J, but x L w
     cy = m[:, 4:6].sub_(a[:, 2, :, None])
-    qx, qy = qx[:, None], qy[:, None]
-    value = torch.addcmul(lwc, q2[:, None], lw).mul_(0.5).add_(a[:, 0, :, None])
+    qx, qy, q2 = qa[:, 0:1], qa[:, 1:2], qa[:, 2:3]
+    value = torch.addcmul(lwc, q2, lw).mul_(0.5).add_(a[:, 0, :, None])
     value = value.sub_(qx * cx).sub_(qy * cy)
     if not jacobian:
         return value
@@ -483,7 +498,7 @@ def _newton_step(
     nr_t = torch.hypot(r_t[:, 0], r_t[:, 1])
     actual = nr * nr - nr_t * nr_t
     accept = running & (actual > _ACCEPT * predicted)
-    det_t = (jx_t[:, 0] * jy_t[:, 1]).sub_(jy_t[:, 0] * jx_t[:, 1])[:, None]
+    det_t = _det(jx_t, jy_t)[:, None]
     folds = folds | (running[:, None] & (det_t <= 0)).any(2)
     s_len = torch.hypot(step[:, 0], step[:, 1])
     rad_t = torch.where(
@@ -534,7 +549,7 @@ def _newton(spl: _PlanarSpline, pt: torch.Tensor, q: torch.Tensor, rad, max_iter
     value, jx, jy = _eval_planar(spl, q)
     r = value - pt[:, :2]
     nr = torch.hypot(r[:, 0], r[:, 1])[:, None]
-    det = (jx[:, 0] * jy[:, 1]).sub_(jy[:, 0] * jx[:, 1])[:, None]
+    det = _det(jx, jy)[:, None]
     s = torch.cat((q, r, jx, jy, nr, rad[:, None], det), 1)
     folds = (det <= 0).any(2)
     if not check:
@@ -599,11 +614,8 @@ class _InverseStep(torch.autograd.Function):
         if need[1]:
             grad_a = -torch.cat((v.sum(2)[:, None], torch.bmm(q, v.transpose(1, 2))), 1)
         if need[0] or need[2]:
-            qx, qy = q[:, 0], q[:, 1]
-            q2 = qx * qx + qy * qy
-            qa = torch.stack((qx, qy, q2, torch.ones_like(q2)), 1)
-            c2 = (centers * centers).sum(-1, keepdim=True)
-            ca = torch.cat((-2.0 * centers, torch.ones_like(c2), c2), -1)
+            ca = _center_rows(centers)[0]
+            qa = _point_rows(q)
             # two [B, N, M] buffers, reused in place (each fresh one costs page faults)
             buf = torch.bmm(ca, qa).clamp_min_(_tiny(q))  # r^2
             log_r2 = torch.log(buf)
@@ -625,7 +637,7 @@ def _min_det_on_box(spl: _PlanarSpline, lo: torch.Tensor, hi: torch.Tensor, k: i
     unit = torch.stack((gx.flatten(), gy.flatten()), 0)  # [2, k^2]
     pts = lo[..., None] + (hi - lo)[..., None] * unit
     _, jx, jy = _eval_planar(spl, pts)
-    return (jx[:, 0] * jy[:, 1] - jy[:, 0] * jx[:, 1]).amin(-1)
+    return _det(jx, jy).amin(-1)
 
 
 def _report(spl, pt, s, folds, ok, finite, max_iter: int) -> None:
