@@ -62,7 +62,6 @@ object of metrics.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -84,7 +83,9 @@ from stickman2d import (  # noqa: E402
     center,
     cosine,
     gaussian_blur,
+    log,
     redundancy,
+    report,
     unexplained_ink,
 )
 
@@ -112,10 +113,6 @@ BUDGETS = {  # detector steps, 3D-stage lifter steps, training images, held-out 
     "quick": dict(steps=2000, lift_steps=1500, train=4096, eval=512),
     "full": dict(steps=8000, lift_steps=4000, train=12288, eval=2048),
 }
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 # ----------------------------------------------------------------------------- models
@@ -668,17 +665,14 @@ def main(argv=None) -> dict:
         metrics[f"{variant}_reseeds"] = len(info["reseeds"])
         metrics[f"{variant}_minutes"] = round(timings[variant] / 60, 2)
     metrics["references_minutes"] = round(timings["references"] / 60, 2)
+    draw = None
     if variants:
-        try:
-            shown = results[variants[0]]
-            figure(args.out, test, shown["kp"], shown["tree"], results)
-            metrics["figure"] = args.out
-            log(f"figure written to {args.out}")
-        except ImportError:
-            log("matplotlib not installed: no figure (pip install matplotlib)")
-    metrics["seconds"] = round(time.perf_counter() - t_start, 1)
-    print(json.dumps(metrics))
-    return metrics
+        shown = results[variants[0]]
+
+        def draw(out):
+            figure(out, test, shown["kp"], shown["tree"], results)
+
+    return report(metrics, t_start, args.out, draw)
 
 
 if __name__ == "__main__":

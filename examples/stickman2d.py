@@ -86,6 +86,22 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
+def report(metrics: dict, t_start: float, out: str, draw=None) -> dict:
+    """The end of a run: ``draw(out)`` writes the figure (skipped without matplotlib, or
+    with ``draw=None``), then the metrics, with the run's seconds, are printed as one JSON
+    line (the last line of the output) and returned."""
+    if draw is not None:
+        try:
+            draw(out)
+            metrics["figure"] = out
+            log(f"figure written to {out}")
+        except ImportError:
+            log("matplotlib not installed: no figure (pip install matplotlib)")
+    metrics["seconds"] = round(time.perf_counter() - t_start, 1)
+    print(json.dumps(metrics))
+    return metrics
+
+
 # ----------------------------------------------------------------------------- images
 def _blur_matrix(n: int, std: float) -> torch.Tensor:
     """``[n, n]`` row-normalised Gaussian (truncated at 4 std: no denormals)."""
@@ -550,15 +566,7 @@ def main(argv=None) -> dict:
         "steps_trained": sum(attempts),
         "seconds_train": round(t_train, 1),
     }
-    try:
-        figure(args.out, test, pred, ev)
-        metrics["figure"] = args.out
-        log(f"figure written to {args.out}")
-    except ImportError:
-        log("matplotlib not installed: no figure (pip install matplotlib)")
-    metrics["seconds"] = round(time.perf_counter() - t_start, 1)
-    print(json.dumps(metrics))
-    return metrics
+    return report(metrics, t_start, args.out, lambda out: figure(out, test, pred, ev))
 
 
 if __name__ == "__main__":
