@@ -56,8 +56,11 @@ def _extensions():
     # itself OpenMP in the CPU wheels), so torch.set_num_threads governs it and no
     # second OpenMP runtime is loaded; -fopenmp-simd enables `#pragma omp simd`.
     # No errno from sqrt and no trapping-math assumptions: lets the selects around
-    # divisions in the inner loops vectorise. Results stay IEEE (no -ffast-math).
-    cxx += ["-std=c++20", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", *defines]
+    # divisions in the inner loops vectorise. Results stay IEEE (no -ffast-math), and no
+    # a * b + c is contracted into an FMA: a kernel compiled for several instruction sets
+    # (tps_inverse's evaluation) gives bitwise the same values in each.
+    cxx += ["-std=c++20", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
+    cxx += ["-ffp-contract=off", *defines]
     cxx += prefix_maps
     kwargs = dict(
         name="torch_artic._C",

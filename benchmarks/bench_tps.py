@@ -4,7 +4,8 @@ Cases: ``[32, 3, 128, 128]`` images with a 5x5 control grid, forward only and fo
 backward (gradients w.r.t. the image and both control sets); and 1024 points per sample,
 forward + backward, through the exact inverse (``inverse="newton"``), against kornia's
 ``warp_points_tps`` (a second spline fitted ``src -> dst``, the shortcut that is not the
-inverse of the image's warp) and the same shortcut in torch_artic (``inverse="fit"``).
+inverse of the image's warp), the same shortcut in torch_artic (``inverse="fit"``) and the
+exact inverse with the pure-torch reference of its ``tps_inverse`` kernel.
 kornia is an optional benchmark dependency: without it only torch_artic is timed.
 
     python benchmarks/bench_tps.py [--threads 1] [--device cuda] [--repeats 15]
@@ -100,15 +101,19 @@ def _point_inputs(device: str):
     return src, dst, pts.requires_grad_()
 
 
-def ours_points(device: str, inverse: str):
+def ours_points(device: str, inverse: str, reference: bool = False):
+    """torch_artic's points case; ``reference``: with the pure-torch reference of the
+    ``tps_inverse`` op instead of its native kernel."""
     import warnings
 
+    from torch_artic import force_reference
     from torch_artic.tps import tps_warp
 
     src, dst, pts = _point_inputs(device)
 
     def step():
-        with warnings.catch_warnings():  # one of the 32 warps folds: its warning, once
+        # one of the 32 warps folds: its warning, once
+        with warnings.catch_warnings(), force_reference(enabled=reference):
             warnings.simplefilter("ignore", RuntimeWarning)
             tps_warp(src, dst, points=pts, inverse=inverse).points.nansum().backward()
 
@@ -176,9 +181,13 @@ def main() -> None:
             measure(op, pcase, "kornia (shortcut fit)", kornia_points, args.device, **kw)
         )
     results.append(measure(op, pcase, "torch_artic", ours_points, args.device, "newton", **kw))
-    shortcut = measure(
-        op, pcase, 'torch_artic inverse="fit"', ours_points, args.device, "fit", **kw
-    )
+    own = [
+        measure(op, pcase, impl, ours_points, args.device, inverse, reference, **kw)
+        for impl, inverse, reference in (
+            ('torch_artic inverse="fit"', "fit", False),
+            ("torch_artic (reference)", "newton", True),
+        )
+    ]
     results = [r for r in results if r is not None]
     print()
     title = f"tps_warp ({args.device}): torch_artic (exact inverse for points) vs kornia"
@@ -186,9 +195,11 @@ def main() -> None:
         print(speedup_table(results, "torch_artic", title, run))
     else:
         print(times_table(results, title, run))
-    if shortcut is not None:
+    own = [r for r in own if r is not None]
+    if own:
+        title = 'torch_artic inverse="fit" (the shortcut); the exact inverse without its kernel'
         print()
-        print(times_table([shortcut], 'torch_artic inverse="fit" (the shortcut)', run))
+        print(times_table(own, title, run))
     if have_kornia:
         mine = {r.impl: r for r in results if r.op == op}
         ours, peer = mine.get("torch_artic"), mine.get("kornia (shortcut fit)")
@@ -206,8 +217,7 @@ def main() -> None:
             f"median of {b2b['pairs']} pairs: wall {b2b['wall']:.3f}, CPU time {b2b['cpu']:.3f} "
             f"(load average {b2b['load'][0]:.2f} -> {b2b['load'][1]:.2f})"
         )
-    if shortcut is not None:
-        results.append(shortcut)
+    results += own
     if args.json:
         save(results, args.json, run)
 

@@ -44,7 +44,8 @@ def _as_tuple(out):
 
 # --------------------------------------------------------------------------- the registry
 def test_every_op_is_declared_and_has_samples():
-    assert set(OPS) == {"pairwise_distance_stats", "sketch_render_forward", "mst_prim"}
+    declared = {"pairwise_distance_stats", "sketch_render_forward", "mst_prim", "tps_inverse"}
+    assert set(OPS) == declared
     for op in OPS:
         assert _native.REGISTRY[op].samples(torch.device("cpu"), torch.float64)
 
@@ -230,6 +231,8 @@ def test_first_argument_is_checked_by_the_kernel():
         ("mst_prim", torch.rand(2, 4, 4, dtype=torch.float64).mT, "costs"),
         ("pairwise_distance_stats", torch.ones(2, 3), "points"),
         ("sketch_render_forward", torch.ones(1, 3, 3, dtype=torch.float64), "points"),
+        ("tps_inverse", torch.ones(3, 9, 3, dtype=torch.float64), "centers"),
+        ("tps_inverse", torch.ones(3, 2, 9, dtype=torch.float64).mT, "centers"),
     ]:
         args = list(_samples(op, grad=False)[0])
         args[0] = bad

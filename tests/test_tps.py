@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -11,6 +17,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from torch_artic import force_reference
+from torch_artic import tps as tps_module
 from torch_artic.coords import denormalize_points, pixel_grid
 from torch_artic.tps import (
     TPSWarpResult,
@@ -26,6 +34,9 @@ try:
     from torch_artic.soft_argmax import soft_argmax2d
 except ImportError:  # pragma: no cover - the sibling module is written in parallel
     soft_argmax2d = None
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -87,7 +98,7 @@ def test_identity_when_src_equals_dst():
 
 
 @pytest.mark.parametrize("inverse", ["newton", "fit"])
-def test_control_points_map_exactly(inverse):
+def test_control_points_map_exactly(backend, inverse):
     src, dst = random_tps(3, noise_scale=0.08, generator=_gen(3))
     out = tps_warp(src.double(), dst.double(), points=src.double(), inverse=inverse)
     torch.testing.assert_close(out.points, dst.double(), atol=1e-10, rtol=0)
@@ -133,8 +144,10 @@ def test_points_are_the_exact_inverse_of_the_image_map(seed, scale, n):
     p = torch.rand(2, n, 2, generator=_gen(seed + 1), dtype=torch.float64) * 1.6 - 0.8
     if (_min_jacobian_det(src, dst) <= 0).any():
         return  # a folding warp has no inverse
-    q = tps_warp(src, dst, points=p).points
-    torch.testing.assert_close(_spline(dst, src, q), p, atol=1e-9, rtol=0)
+    for forced in (False, True):  # native kernel (where built), torch reference
+        with force_reference(enabled=forced):
+            q = tps_warp(src, dst, points=p).points
+        torch.testing.assert_close(_spline(dst, src, q), p, atol=1e-9, rtol=0)
 
 
 @settings(max_examples=15, deadline=None)
@@ -311,7 +324,7 @@ def test_gradcheck_image():
 
 
 @pytest.mark.parametrize("inverse", ["newton", "fit"])
-def test_gradcheck_points(inverse):
+def test_gradcheck_points(backend, inverse):
     src, dst, _, pts = _small_problem(18)
     inputs = tuple(t.clone().requires_grad_() for t in (src, dst, pts))
     assert torch.autograd.gradcheck(
@@ -319,7 +332,7 @@ def test_gradcheck_points(inverse):
     )
 
 
-def test_gradcheck_with_regularization_and_pixels():
+def test_gradcheck_with_regularization_and_pixels(backend):
     src, dst, image, pts = _small_problem(19)
     src, dst, pts = (denormalize_points(t, (5, 6)) for t in (src, dst, pts))
     inputs = tuple(t.clone().requires_grad_() for t in (src, dst, image, pts))
@@ -331,7 +344,7 @@ def test_gradcheck_with_regularization_and_pixels():
     assert torch.autograd.gradcheck(fn, inputs)
 
 
-def test_inverse_gradient_is_the_implicit_one():
+def test_inverse_gradient_is_the_implicit_one(backend):
     # dq/dp = J_g(q)^{-1}: compose with g and get the identity
     src, dst = random_tps(1, noise_scale=0.08, generator=_gen(20), dtype=torch.float64)
     p = torch.tensor([[[0.3, -0.2]]], dtype=torch.float64, requires_grad=True)
@@ -368,7 +381,7 @@ def test_low_precision_points_are_computed_in_float32():
     torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=0)
 
 
-def test_nan_in_nan_out_without_warning():
+def test_nan_in_nan_out_without_warning(backend):
     src, dst = random_tps(1, noise_scale=0.08, generator=_gen(24))
     p = torch.tensor([[[0.1, 0.2], [float("nan"), 0.0]]])
     with warnings.catch_warnings():
@@ -377,7 +390,7 @@ def test_nan_in_nan_out_without_warning():
     assert torch.isfinite(q[0, 0]).all() and torch.isnan(q[0, 1]).all()
 
 
-def test_folding_warp_warns():
+def test_folding_warp_warns(backend):
     src, dst = random_tps(4, noise_scale=0.6, generator=_gen(25))
     p = torch.rand(4, 200, 2, generator=_gen(26)) * 2 - 1
     with pytest.warns(RuntimeWarning, match="did not converge"):
@@ -385,8 +398,9 @@ def test_folding_warp_warns():
 
 
 def _warp_unchecked(src, dst, image=None, points=None, **kw):
-    """The path taken off CPU and under torch.compile (no host sync: no value checks, a
-    fixed number of Newton iterations), run here on CPU."""
+    """The path taken off CPU, run here on CPU: no host sync (no value checks) and the torch
+    reference of the inverse with a fixed number of iterations (no early stop, no
+    compaction; on CPU the native kernel runs otherwise, also under torch.compile)."""
     opts = dict(
         normalized=True,
         regularization=0.0,
@@ -397,7 +411,8 @@ def _warp_unchecked(src, dst, image=None, points=None, **kw):
         tol=None,
     )
     opts.update(kw)
-    return _warp(src, dst, image, points, check=False, **opts)
+    with force_reference(), mock.patch.object(tps_module, "_can_sync", lambda t: False):
+        return _warp(src, dst, image, points, check=False, **opts)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -416,10 +431,14 @@ def test_unchecked_iteration_matches_the_checked_one(dtype):
     ga = torch.autograd.grad(a.sum(), (src, dst, p))
     gb = torch.autograd.grad(b.sum(), (src, dst, p))
     for x, y in zip(ga, gb):
-        torch.testing.assert_close(x, y, atol=100 * atol, rtol=1e-4)
+        # float32: the native kernel and the torch iteration stop at slightly different
+        # iterates (|r| <= tol = sqrt(eps) |p|), where the implicit gradient is taken; each
+        # is ~7e-4 (of the largest entry) from the float64 gradient, they agree to 5e-5
+        g_atol = 100 * atol if dtype == torch.float64 else 2e-4 * float(y.abs().max())
+        torch.testing.assert_close(x, y, atol=g_atol, rtol=1e-4)
 
 
-def test_empty_points():
+def test_empty_points(backend):
     src, dst = random_tps(2)
     out = tps_warp(src, dst, points=torch.zeros(2, 0, 2))
     assert out.points.shape == (2, 0, 2) and out.image is None
@@ -660,7 +679,7 @@ def test_degenerate_sample_gives_nan_under_torch_compile():
 # --------------------------------------------------------------------------- robust inverse
 
 
-def test_issue_reproducer_converges_to_the_true_root():
+def test_issue_reproducer_converges_to_the_true_root(backend):
     # issue 11, defect 16: plain Newton stopped at a residual of 0.77 on this warp, which
     # does not fold (smallest det J_g on [-2, 2]^2: 0.079); the root is unique
     src, dst = random_tps(500, grid=5, noise_scale=0.08, generator=_gen(1), dtype=torch.float64)
@@ -687,14 +706,15 @@ def test_inverse_converges_on_every_non_folding_warp(seed):
     keep = _min_jacobian_det(src, dst, size=101, lim=2.0) > 0  # the issue's criterion
     src, dst = src[keep], dst[keep]
     p = torch.rand(len(src), 64, 2, generator=_gen(seed + 1), dtype=torch.float64) * 2.4 - 1.2
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        q = tps_warp(src, dst, points=p).points
-    assert torch.isfinite(q).all()
-    torch.testing.assert_close(_spline(dst, src, q), p, atol=1e-10, rtol=0)
+    for forced in (False, True):  # native kernel (where built), torch reference
+        with warnings.catch_warnings(), force_reference(enabled=forced):
+            warnings.simplefilter("error")
+            q = tps_warp(src, dst, points=p).points
+        assert torch.isfinite(q).all()
+        torch.testing.assert_close(_spline(dst, src, q), p, atol=1e-10, rtol=0)
 
 
-def test_far_points_and_affine_warps_converge():
+def test_far_points_and_affine_warps_converge(backend):
     # a global scaling by 2 (steps are capped, the start is exact) and points far outside
     src, _ = random_tps(2, generator=_gen(46), dtype=torch.float64)
     dst = 2.0 * src + torch.tensor([0.3, -0.2], dtype=torch.float64)
@@ -706,7 +726,7 @@ def test_far_points_and_affine_warps_converge():
     torch.testing.assert_close(_spline(wavy, src, q), p, atol=1e-9, rtol=0)
 
 
-def test_folding_is_detected_from_the_jacobian():
+def test_folding_is_detected_from_the_jacobian(backend):
     src, dst = random_tps(6, noise_scale=0.6, generator=_gen(25), dtype=torch.float64)
     p = torch.rand(6, 300, 2, generator=_gen(26), dtype=torch.float64) * 2 - 1
     with pytest.warns(RuntimeWarning, match="folds over") as record:
@@ -725,7 +745,7 @@ def test_folding_is_detected_from_the_jacobian():
     torch.testing.assert_close(q2[~nan], q[~nan], atol=1e-10, rtol=0)
 
 
-def test_unconverged_points_are_nan_with_zero_gradients():
+def test_unconverged_points_are_nan_with_zero_gradients(backend):
     src, dst = random_tps(2, noise_scale=0.08, generator=_gen(48), dtype=torch.float64)
     src, dst = src.requires_grad_(), dst.requires_grad_()
     p = (torch.rand(2, 300, 2, generator=_gen(49), dtype=torch.float64) * 2 - 1).requires_grad_()
@@ -739,7 +759,7 @@ def test_unconverged_points_are_nan_with_zero_gradients():
     assert (grads[2][nan] == 0).all()
 
 
-def test_tol_is_in_the_coordinates_units():
+def test_tol_is_in_the_coordinates_units(backend):
     # normalized=False: tol is in pixels; a loose tolerance stops early, and the final
     # step still squares the error
     size = (64, 64)
@@ -760,7 +780,7 @@ def test_gradcheck_points_without_checks():
     assert torch.autograd.gradcheck(lambda s, d, p: _warp_unchecked(s, d, points=p).points, inputs)
 
 
-def test_nan_points_give_zero_gradients():
+def test_nan_points_give_zero_gradients(backend):
     src, dst = random_tps(1, noise_scale=0.08, generator=_gen(53), dtype=torch.float64)
     src, dst = src.requires_grad_(), dst.requires_grad_()
     p = torch.tensor([[[0.1, 0.2], [float("nan"), 0.0]]], dtype=torch.float64, requires_grad=True)
@@ -768,3 +788,151 @@ def test_nan_points_give_zero_gradients():
     assert torch.isnan(q[0, 1]).all()
     gs, gd, gp = torch.autograd.grad(q[0, 0].sum(), (src, dst, p))
     assert torch.isfinite(gs).all() and torch.isfinite(gd).all() and (gp[0, 1] == 0).all()
+
+
+# --------------------------------------------------------------------------- native inverse
+
+
+def _inverse_args(src, dst, p, max_iter=20, tol=None):
+    """The arguments of the ``tps_inverse`` op as ``_inverse_points`` builds them."""
+    from torch_artic.tps import _eval_planar, _planar_spline, _tolerance
+
+    g, f = _fit(dst, src, 0.0), _fit(src, dst, 0.0)
+    pt = torch.cat((p.transpose(1, 2), _tolerance(p, tol)[:, None]), 1).contiguous()
+    q0 = _eval_planar(_planar_spline(f, src), pt[:, :2], jacobian=False).contiguous()
+    rad = 0.25 * torch.hypot(q0[:, 0], q0[:, 1]).clamp_min(0.5)
+    return dst.contiguous(), g.contiguous(), pt, q0, rad.contiguous(), max_iter
+
+
+def _both(args):
+    native = torch.ops.torch_artic.tps_inverse.default(*args)
+    reference = tps_module._inverse_reference(*args)
+    return native, reference
+
+
+native_only = pytest.mark.skipif(
+    not tps_module._TPS_INVERSE.kernels, reason="native extension not loaded"
+)
+
+
+def _direct_spline(params, centers, q):
+    """Value ``[B, M, 2]``, Jacobian ``[B, M, 2, 2]`` (``[..., out, in]``) and the scale of
+    the terms summed ``[B, M]`` of a spline at ``q [B, M, 2]``, from exact differences."""
+    n = centers.shape[1]
+    w, a = params[:, :n], params[:, n:]
+    d = q[:, :, None, :] - centers[:, None, :, :]  # [B, M, N, 2]
+    r2 = (d * d).sum(-1).clamp_min(torch.finfo(q.dtype).tiny)
+    log_r2 = torch.log(r2)
+    u = 0.5 * r2 * log_r2
+    value = a[:, :1] + q @ a[:, 1:] + u @ w
+    grad_u = (log_r2 + 1)[..., None] * d  # dU_i/dq [B, M, N, 2]
+    jac = a[:, 1:].transpose(1, 2)[:, None] + torch.einsum("bmni,bno->bmoi", grad_u, w)
+    terms = a[:, :1].abs().sum(-1) + (q.abs() @ a[:, 1:].abs()).sum(-1)
+    terms = terms + (u.abs() @ w.abs()).sum(-1)
+    terms = terms + (((log_r2 + 1).abs() * d.abs().sum(-1)) @ w.abs()).sum(-1)
+    return value, jac, terms
+
+
+@native_only
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_native_spline_evaluation_is_accurate_at_every_distance(dtype):
+    # max_iter=0: the state is g and J_g at the start, so this checks the kernel's spline
+    # evaluation (its own vectorised log included) against exact differences in float64,
+    # at distances to the centres from 0 (points on a centre: r^2 clamped) to 1e6, to a
+    # few ulp of the sum of the absolute terms (the planar formula of the torch reference
+    # is only accurate to eps |q|^2 |w| |log r^2|: fine for points near the centres)
+    src, dst = random_tps(4, noise_scale=0.1, generator=_gen(60), dtype=dtype)
+    p = torch.rand(4, 300, 2, generator=_gen(61), dtype=dtype) * 2 - 1
+    scale = torch.logspace(-6, 6, 300, dtype=dtype)[None, :, None]
+    p = torch.cat((p * scale, p[:, :20]), 1)
+    args = list(_inverse_args(src, dst, p, max_iter=0))
+    args[3] = args[3].clone()
+    args[3][:, :, :4] = dst[:, :4].transpose(1, 2)  # exactly on a centre
+    state, _ = torch.ops.torch_artic.tps_inverse.default(*args)
+    q = args[3].transpose(1, 2).double()
+    value, jac, terms = _direct_spline(args[1].double(), args[0].double(), q)
+    assert torch.equal(state[:, :2].double(), args[3].double())
+    r = value - args[2][:, :2].transpose(1, 2).double()
+    eps = torch.finfo(dtype).eps
+    err_r = (state[:, 2:4].transpose(1, 2).double() - r).abs().amax(-1) / terms
+    j = torch.stack((state[:, 4:6], state[:, 6:8]), -1).transpose(1, 2).double()  # [B, M, o, i]
+    err_j = (j - jac).abs().amax((-2, -1)) / terms
+    assert err_r.max() < 8 * eps and err_j.max() < 8 * eps, (err_r.max(), err_j.max())
+
+
+@native_only
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_native_inverse_matches_the_reference_on_folding_and_odd_input(dtype):
+    # warps that fold (std 0.2: some do), points far outside, NaN and inf targets and starts: the
+    # same converged points, the same NaN pattern, the same fold flags
+    src, dst = random_tps(8, noise_scale=0.2, generator=_gen(62), dtype=torch.float64)
+    p = torch.rand(8, 200, 2, generator=_gen(63), dtype=torch.float64) * 3 - 1.5
+    src, dst, p = src.to(dtype), dst.to(dtype), p.to(dtype)
+    args = list(_inverse_args(src, dst, p))
+    pt, q0 = args[2].clone(), args[3].clone()
+    pt[0, 0, 3], pt[1, 1, 4], pt[2, 2, 5] = math.nan, math.inf, math.nan  # p, tol
+    q0[3, 0, 6], q0[4, 1, 7] = math.nan, -math.inf
+    args[2], args[3] = pt, q0
+    (s_n, f_n), (s_r, f_r) = _both(tuple(args))
+    assert torch.equal(f_n, f_r) and f_n.any() and not f_n.all()
+    tol = pt[:, 2]
+    ok_n, ok_r = s_n[:, 8] <= tol, s_r[:, 8] <= tol
+    # on a fold the iteration may end at another preimage or give up: a few points
+    assert (ok_n != ok_r).float().mean() < 0.02
+    both = ok_n & ok_r
+    q_n, q_r = s_n[:, :2].transpose(1, 2)[both], s_r[:, :2].transpose(1, 2)[both]
+    same_root = (q_n - q_r).norm(dim=-1) < 1e-3
+    assert same_root.float().mean() > 0.98
+    atol = 1e-9 if dtype == torch.float64 else 2e-3
+    torch.testing.assert_close(q_n[same_root], q_r[same_root], atol=atol, rtol=0)
+    assert torch.equal(torch.isnan(s_n[:, :8]), torch.isnan(s_r[:, :8]))
+
+
+@native_only
+def test_native_inverse_is_bitwise_the_same_for_any_thread_count():
+    src, dst = random_tps(7, noise_scale=0.2, generator=_gen(64))
+    p = torch.rand(7, 500, 2, generator=_gen(65)) * 2 - 1
+    args = _inverse_args(src, dst, p)
+    threads = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            outs.append(torch.ops.torch_artic.tps_inverse.default(*args))
+    finally:
+        torch.set_num_threads(threads)
+    for out in outs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(out, outs[0]))
+    again = torch.ops.torch_artic.tps_inverse.default(*args)
+    assert all(torch.equal(a, b) for a, b in zip(again, outs[0]))
+
+
+@native_only
+def test_native_inverse_is_bitwise_the_same_with_every_instruction_set(tmp_path):
+    # the kernel's spline evaluation is compiled for AVX-512, AVX2 and baseline x86-64 and
+    # picks the widest the CPU has; TORCH_ARTIC_CPU_ISA caps the choice (read once per
+    # process): every variant must give the same bits, float32 and float64
+    script = (
+        "import sys, torch\n"
+        f"sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+        "from test_tps import _gen, _inverse_args\n"
+        "from torch_artic.tps import random_tps\n"
+        "outs = []\n"
+        "for dtype in (torch.float32, torch.float64):\n"
+        "    src, dst = random_tps(5, noise_scale=0.15, generator=_gen(66), dtype=dtype)\n"
+        "    p = torch.rand(5, 333, 2, generator=_gen(67), dtype=dtype) * 2.4 - 1.2\n"
+        "    outs.append(torch.ops.torch_artic.tps_inverse.default(*_inverse_args(src, dst, p)))\n"
+        "torch.save(outs, sys.argv[1])\n"
+    )
+    results = []
+    for cap in ("baseline", "avx2", None):
+        env = {k: v for k, v in os.environ.items() if k != "TORCH_ARTIC_CPU_ISA"}
+        if cap:
+            env["TORCH_ARTIC_CPU_ISA"] = cap
+        out = tmp_path / f"{cap}.pt"
+        subprocess.run([sys.executable, "-c", script, str(out)], env=env, check=True, cwd=ROOT)
+        results.append(torch.load(out))
+    for other in results[1:]:
+        for (s_a, f_a), (s_b, f_b) in zip(results[0], other):
+            assert torch.equal(s_a.isnan(), s_b.isnan()) and torch.equal(f_a, f_b)
+            assert torch.equal(s_a.nan_to_num(), s_b.nan_to_num())

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_int, check_same, check_shape, check_tensor, shape_str
+from ._native import NativeOp
 from .coords import normalize_points, pixel_grid
 
 __all__ = [
@@ -509,7 +510,7 @@ def _newton_step(
     if it + 1 >= _FOLD_PATIENCE:  # folding warp: only accepted Newton steps go on
         rad_t = torch.where(folds & ~(accept & ~outside), 0.0, rad_t)
     new = torch.cat((trial, r_t, jx_t, jy_t, nr_t[:, None], rad_t[:, None], det_t), 1)
-    s = torch.lerp(s, new, accept[:, None].to(s.dtype))  # exact at weights 0 and 1
+    s = torch.where(accept[:, None], new, s)  # (a lerp would turn inf into NaN)
     s[:, _RAD] = torch.where(running, rad_t, rad)
     return s, folds
 
@@ -544,7 +545,8 @@ def _newton(spl: _PlanarSpline, pt: torch.Tensor, q: torch.Tensor, rad, max_iter
     ``check=False``: exactly ``max_iter`` iterations on every point, no host sync (CUDA,
     ``torch.compile``). ``check=True`` (CPU): stop once no point is running, and iterate
     only on the running points (gathered per sample, padded with finished ones, which stay
-    as they are): the same iterates, at a fraction of the cost.
+    as they are): the same iterates, at a fraction of the cost. (On CPU the native kernel
+    of :data:`_TPS_INVERSE` runs instead, per point; this is its reference.)
     """
     value, jx, jy = _eval_planar(spl, q)
     r = value - pt[:, :2]
@@ -578,6 +580,60 @@ def _newton(spl: _PlanarSpline, pt: torch.Tensor, q: torch.Tensor, rad, max_iter
     if idx is None:
         return cur, folds
     return s.scatter_(2, idx[:, None].expand_as(cur), cur), folds
+
+
+def _can_sync(t: torch.Tensor) -> bool:
+    """Whether the iteration may stop early and compact (host syncs): CPU, not compiling."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def _inverse_reference(centers, params, targets, start, radius, max_iter: int):
+    """The ``tps_inverse`` op in torch: :func:`_newton` on the spline ``params [B, N + 3, 2]``
+    with centres ``centers [B, N, 2]`` from ``start [B, 2, M]`` (planar) towards
+    ``targets [B, 3, M]`` (``p`` and the tolerance), initial radii ``radius [B, M]``.
+    Returns the packed state ``[B, 11, M]`` and ``folds [B, 1]``."""
+    spl = _planar_spline(params, centers)
+    check = _can_sync(start)
+    if check:  # one [B, N, M] buffer for every evaluation
+        spl = spl._replace(work=start.new_empty(math.prod(centers.shape[:2]) * start.shape[2]))
+    return _newton(spl, targets, start, radius, max_iter, check)
+
+
+def _inverse_fake(centers, params, targets, start, radius, max_iter):
+    b, m = targets.shape[0], targets.shape[2]
+    return targets.new_empty(b, 11, m), targets.new_empty(b, 1, dtype=torch.bool)
+
+
+def _inverse_samples(device, dtype):
+    """Argument tuples of ``tps_inverse`` for the generic native-op tests: smooth warps
+    (converging; and stopped after 2 iterations), a target that is not finite (the
+    caller's stand-in: ``p = 0``, ``tol = inf``), no points. (NaN outputs, which opcheck
+    cannot compare, are tested in ``tests/test_tps.py``.)"""
+    g = torch.Generator().manual_seed(3)
+    src, dst = random_tps(3, noise_scale=0.06, generator=g, dtype=torch.float64)
+    params = _fit(dst, src, 0.0)
+    p = torch.rand(3, 2, 40, generator=g, dtype=torch.float64) * 2.2 - 1.1
+    tol = _tolerance(p.to(dtype).transpose(1, 2), None).double()
+    start = _eval_planar(_planar_spline(_fit(src, dst, 0.0), src), p, jacobian=False)
+    rad = 0.25 * torch.maximum(torch.ones(()), torch.hypot(start[:, 0], start[:, 1]))
+    odd_pt = torch.cat((p, tol[:, None]), 1).clone()
+    odd_pt[0, :, 5] = torch.tensor([0.0, 0.0, math.inf])
+
+    def cast(*xs):
+        return tuple(x.to(device, dtype).contiguous() for x in xs)
+
+    pt = torch.cat((p, tol[:, None]), 1)
+    return [
+        (*cast(dst, params, pt, start, rad), 30),
+        (*cast(dst, params, pt, start, rad), 2),
+        (*cast(dst, params, odd_pt, start, rad), 30),
+        (*cast(dst, params, pt[:, :, :0], start[:, :, :0], rad[:, :0]), 30),
+    ]
+
+
+_TPS_INVERSE = NativeOp(
+    "tps_inverse", reference=_inverse_reference, fake=_inverse_fake, samples=_inverse_samples
+)
 
 
 class _InverseStep(torch.autograd.Function):
@@ -710,18 +766,14 @@ def _inverse_points(
     with torch.no_grad():
         p = torch.where(finite[..., None], points.detach(), 0.0).transpose(1, 2)
         pt = torch.cat((p, torch.where(finite, tol, math.inf)[:, None]), 1)
-        spl = _planar_spline(g.detach(), dst.detach())
-        spl_f = _planar_spline(f.detach(), src.detach())
-        if check:  # one [B, N, M] buffer for every evaluation
-            work = points.new_empty(math.prod(dst.shape[:2]) * points.shape[1])
-            spl, spl_f = spl._replace(work=work), spl_f._replace(work=work)
-        q0 = _eval_planar(spl_f, pt[:, :2], jacobian=False)
+        q0 = _eval_planar(_planar_spline(f.detach(), src.detach()), pt[:, :2], jacobian=False)
         rms = dst.detach().square().sum(-1).mean(1).sqrt()[:, None]
         rad = _RADIUS * torch.maximum(rms, torch.hypot(q0[:, 0], q0[:, 1]))
-        s, folds = _newton(spl, pt, q0, rad, max_iter, check)
+        g_, dst_ = g.detach().contiguous(), dst.detach().contiguous()
+        s, folds = _TPS_INVERSE(dst_, g_, pt, q0, rad, max_iter)
         ok = (s[:, _NR] <= tol) & finite
         if check:
-            _report(spl, pt, s, folds, ok, finite, max_iter)
+            _report(_planar_spline(g_, dst_), pt, s, folds, ok, finite, max_iter)
         fail = ~ok[:, None]
         all_ok = check and not bool(fail.any())
         if not all_ok:  # finite stand-ins (q = 0, r = 0, J = I): zero gradients there
