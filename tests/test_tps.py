@@ -795,13 +795,11 @@ def test_nan_points_give_zero_gradients(backend):
 
 def _inverse_args(src, dst, p, max_iter=20, tol=None):
     """The arguments of the ``tps_inverse`` op as ``_inverse_points`` builds them."""
-    from torch_artic.tps import _eval_planar, _planar_spline, _tolerance
+    from torch_artic.tps import _tolerance
 
     g, f = _fit(dst, src, 0.0), _fit(src, dst, 0.0)
     pt = torch.cat((p.transpose(1, 2), _tolerance(p, tol)[:, None]), 1).contiguous()
-    q0 = _eval_planar(_planar_spline(f, src), pt[:, :2], jacobian=False).contiguous()
-    rad = 0.25 * torch.hypot(q0[:, 0], q0[:, 1]).clamp_min(0.5)
-    return dst.contiguous(), g.contiguous(), pt, q0, rad.contiguous(), max_iter
+    return dst.contiguous(), g.contiguous(), src.contiguous(), f.contiguous(), pt, max_iter
 
 
 def _both(args):
@@ -845,14 +843,16 @@ def test_native_spline_evaluation_is_accurate_at_every_distance(dtype):
     p = torch.rand(4, 300, 2, generator=_gen(61), dtype=dtype) * 2 - 1
     scale = torch.logspace(-6, 6, 300, dtype=dtype)[None, :, None]
     p = torch.cat((p * scale, p[:, :20]), 1)
+    p[:, :4] = dst[:, :4]  # exactly on a centre
     args = list(_inverse_args(src, dst, p, max_iter=0))
-    args[3] = args[3].clone()
-    args[3][:, :, :4] = dst[:, :4].transpose(1, 2)  # exactly on a centre
+    identity = torch.zeros_like(args[3])  # the start spline f(p) = p: no weights, A = I
+    identity[:, -2, 0] = identity[:, -1, 1] = 1.0
+    args[3] = identity
     state, _ = torch.ops.torch_artic.tps_inverse.default(*args)
-    q = args[3].transpose(1, 2).double()
+    q = p.double()
     value, jac, terms = _direct_spline(args[1].double(), args[0].double(), q)
-    assert torch.equal(state[:, :2].double(), args[3].double())
-    r = value - args[2][:, :2].transpose(1, 2).double()
+    assert torch.equal(state[:, :2].transpose(1, 2), p)
+    r = value - q
     eps = torch.finfo(dtype).eps
     err_r = (state[:, 2:4].transpose(1, 2).double() - r).abs().amax(-1) / terms
     j = torch.stack((state[:, 4:6], state[:, 6:8]), -1).transpose(1, 2).double()  # [B, M, o, i]
@@ -863,16 +863,17 @@ def test_native_spline_evaluation_is_accurate_at_every_distance(dtype):
 @native_only
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_native_inverse_matches_the_reference_on_folding_and_odd_input(dtype):
-    # warps that fold (std 0.2: some do), points far outside, NaN and inf targets and starts: the
-    # same converged points, the same NaN pattern, the same fold flags
+    # warps that fold (std 0.2: some do), points far outside, NaN and inf targets and
+    # starts: the same converged points, the same NaN pattern, the same fold flags
     src, dst = random_tps(8, noise_scale=0.2, generator=_gen(62), dtype=torch.float64)
     p = torch.rand(8, 200, 2, generator=_gen(63), dtype=torch.float64) * 3 - 1.5
     src, dst, p = src.to(dtype), dst.to(dtype), p.to(dtype)
     args = list(_inverse_args(src, dst, p))
-    pt, q0 = args[2].clone(), args[3].clone()
+    pt, f = args[4].clone(), args[3].clone()
     pt[0, 0, 3], pt[1, 1, 4], pt[2, 2, 5] = math.nan, math.inf, math.nan  # p, tol
-    q0[3, 0, 6], q0[4, 1, 7] = math.nan, -math.inf
-    args[2], args[3] = pt, q0
+    pt[5, 0, 6] = 1e30  # the start f(p) overflows
+    f[3, 0, 0] = math.nan  # every start NaN
+    args[3], args[4] = f, pt
     (s_n, f_n), (s_r, f_r) = _both(tuple(args))
     assert torch.equal(f_n, f_r) and f_n.any() and not f_n.all()
     tol = pt[:, 2]

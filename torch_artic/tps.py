@@ -409,6 +409,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 _ACCEPT = 1e-4  # a step is taken if |r|^2 drops by this fraction of the model's prediction
 _RADIUS = 0.25  # initial trust radius, times max(RMS radius of the controls, |q - centroid|)
+# (kRadius in csrc/tps/tps.h: the same rule in the kernel)
 _FOLD_PATIENCE = 3  # then, in a warp seen to fold, only accepted Newton steps go on
 
 # rows of the packed state [B, 11, M] of the iteration (one tensor: one where/gather/scatter):
@@ -587,19 +588,26 @@ def _can_sync(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-def _inverse_reference(centers, params, targets, start, radius, max_iter: int):
+def _inverse_reference(centers, params, start_centers, start_params, targets, max_iter: int):
     """The ``tps_inverse`` op in torch: :func:`_newton` on the spline ``params [B, N + 3, 2]``
-    with centres ``centers [B, N, 2]`` from ``start [B, 2, M]`` (planar) towards
-    ``targets [B, 3, M]`` (``p`` and the tolerance), initial radii ``radius [B, M]``.
+    with centres ``centers [B, N, 2]`` towards ``targets [B, 3, M]`` (planar ``p`` and the
+    tolerance), from ``q0 = f(p)`` for the spline ``f`` (``start_params [B, Nf + 3, 2]``,
+    ``start_centers [B, Nf, 2]``) with trust radii ``_RADIUS max(RMS |c_i|, |q0|)``.
     Returns the packed state ``[B, 11, M]`` and ``folds [B, 1]``."""
     spl = _planar_spline(params, centers)
-    check = _can_sync(start)
+    spl_f = _planar_spline(start_params, start_centers)
+    check = _can_sync(targets)
     if check:  # one [B, N, M] buffer for every evaluation
-        spl = spl._replace(work=start.new_empty(math.prod(centers.shape[:2]) * start.shape[2]))
-    return _newton(spl, targets, start, radius, max_iter, check)
+        n = max(centers.shape[1], start_centers.shape[1])
+        work = targets.new_empty(centers.shape[0] * n * targets.shape[2])
+        spl, spl_f = spl._replace(work=work), spl_f._replace(work=work)
+    q0 = _eval_planar(spl_f, targets[:, :2], jacobian=False)
+    rms = centers.square().sum(-1).mean(1).sqrt()[:, None]
+    rad = _RADIUS * torch.maximum(rms, torch.hypot(q0[:, 0], q0[:, 1]))
+    return _newton(spl, targets, q0, rad, max_iter, check)
 
 
-def _inverse_fake(centers, params, targets, start, radius, max_iter):
+def _inverse_fake(centers, params, start_centers, start_params, targets, max_iter):
     b, m = targets.shape[0], targets.shape[2]
     return targets.new_empty(b, 11, m), targets.new_empty(b, 1, dtype=torch.bool)
 
@@ -611,23 +619,21 @@ def _inverse_samples(device, dtype):
     cannot compare, are tested in ``tests/test_tps.py``.)"""
     g = torch.Generator().manual_seed(3)
     src, dst = random_tps(3, noise_scale=0.06, generator=g, dtype=torch.float64)
-    params = _fit(dst, src, 0.0)
+    params, f = _fit(dst, src, 0.0), _fit(src, dst, 0.0)
     p = torch.rand(3, 2, 40, generator=g, dtype=torch.float64) * 2.2 - 1.1
     tol = _tolerance(p.to(dtype).transpose(1, 2), None).double()
-    start = _eval_planar(_planar_spline(_fit(src, dst, 0.0), src), p, jacobian=False)
-    rad = 0.25 * torch.maximum(torch.ones(()), torch.hypot(start[:, 0], start[:, 1]))
-    odd_pt = torch.cat((p, tol[:, None]), 1).clone()
+    pt = torch.cat((p, tol[:, None]), 1)
+    odd_pt = pt.clone()
     odd_pt[0, :, 5] = torch.tensor([0.0, 0.0, math.inf])
 
     def cast(*xs):
         return tuple(x.to(device, dtype).contiguous() for x in xs)
 
-    pt = torch.cat((p, tol[:, None]), 1)
     return [
-        (*cast(dst, params, pt, start, rad), 30),
-        (*cast(dst, params, pt, start, rad), 2),
-        (*cast(dst, params, odd_pt, start, rad), 30),
-        (*cast(dst, params, pt[:, :, :0], start[:, :, :0], rad[:, :0]), 30),
+        (*cast(dst, params, src, f, pt), 30),
+        (*cast(dst, params, src, f, pt), 2),
+        (*cast(dst, params, src, f, odd_pt), 30),
+        (*cast(dst, params, src, f, pt[:, :, :0]), 30),
     ]
 
 
@@ -766,11 +772,9 @@ def _inverse_points(
     with torch.no_grad():
         p = torch.where(finite[..., None], points.detach(), 0.0).transpose(1, 2)
         pt = torch.cat((p, torch.where(finite, tol, math.inf)[:, None]), 1)
-        q0 = _eval_planar(_planar_spline(f.detach(), src.detach()), pt[:, :2], jacobian=False)
-        rms = dst.detach().square().sum(-1).mean(1).sqrt()[:, None]
-        rad = _RADIUS * torch.maximum(rms, torch.hypot(q0[:, 0], q0[:, 1]))
         g_, dst_ = g.detach().contiguous(), dst.detach().contiguous()
-        s, folds = _TPS_INVERSE(dst_, g_, pt, q0, rad, max_iter)
+        f_, src_ = f.detach().contiguous(), src.detach().contiguous()
+        s, folds = _TPS_INVERSE(dst_, g_, src_, f_, pt, max_iter)
         ok = (s[:, _NR] <= tol) & finite
         if check:
             _report(_planar_spline(g_, dst_), pt, s, folds, ok, finite, max_iter)

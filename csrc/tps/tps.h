@@ -6,6 +6,8 @@
 //   dg/dx    = a_x + sum_i w_i (log(r_i^2) + 1) (x - c_ix)      (dg/dy likewise)
 //
 // (r^2 clamped to the smallest normal number, so U(0) = 0 and its gradient 0.)
+// The start is q0 = f(p), f a second spline (start_centers, start_params: in tps_warp the
+// forward fit src -> dst), with trust radius kRadius max(RMS |c_i|, |q0|).
 // Per point: Powell's dogleg trust-region iteration, the one of torch_artic/tps.py
 // (_newton_step, _dogleg; its docstring states every rule), written once here per point:
 // newton_dogleg_step() gives the step, step_outcome() the acceptance and the next trust
@@ -34,6 +36,7 @@ constexpr int64_t kStateRows = 11;
 constexpr int kRowQ = 0, kRowR = 2, kRowJx = 4, kRowJy = 6, kRowNr = 8, kRowRad = 9, kRowDet = 10;
 constexpr double kAccept = 1e-4;  // a step is taken if |r|^2 drops by this fraction of the model's
 constexpr int64_t kFoldPatience = 3;
+constexpr double kRadius = 0.25;  // the initial trust radius, times max(RMS |c_i|, |q0|)
 
 // ---------------------------------------------------------------- log
 // Natural log of x >= the smallest normal number (the clamped r^2), written so that it
@@ -136,6 +139,17 @@ TA_HD void add_center(Eval<A>& g, A x, A y, A cx, A cy, A wx, A wy) {
   g.jyy += wy * gy;
 }
 
+// Adds centre (cx, cy) with weight (wx, wy) to the value (vx, vy) only.
+template <typename A>
+TA_HD void add_center_value(A& vx, A& vy, A x, A y, A cx, A cy, A wx, A wy) {
+  const A dx = x - cx, dy = y - cy;
+  A r2 = dx * dx + dy * dy;
+  r2 = r2 < std::numeric_limits<A>::min() ? std::numeric_limits<A>::min() : r2;  // NaN stays
+  const A u = A(0.5) * r2 * tps_log(r2);
+  vx += wx * u;
+  vy += wy * u;
+}
+
 // ---------------------------------------------------------------- one iteration
 template <typename A>
 TA_HD A hypot2(A x, A y) {
@@ -207,6 +221,37 @@ TA_HD Step<A> newton_dogleg_step(const Point<A>& s) {
   return out;
 }
 
+// The trust radius at the start: kRadius max(the RMS radius of g's centres, |q0|) (NaN if
+// either is NaN), so that it scales with the coordinates.
+template <typename A>
+TA_HD A start_radius_floor(const A* centers, int64_t n) {
+  A sum = A(0);
+  for (int64_t i = 0; i < n; ++i) {
+    sum += centers[2 * i] * centers[2 * i] + centers[2 * i + 1] * centers[2 * i + 1];
+  }
+  return hd_sqrt(sum / A(n));
+}
+
+// A point's state at the start q0, with g's value and Jacobian there.
+template <typename A>
+TA_HD Point<A> start_point(A qx, A qy, const Eval<A>& g, A px, A py, A radius_floor) {
+  Point<A> p;
+  p.qx = qx;
+  p.qy = qy;
+  p.rx = g.vx - px;
+  p.ry = g.vy - py;
+  p.a = g.jxx;
+  p.c = g.jxy;
+  p.b = g.jyx;
+  p.d = g.jyy;
+  p.nr = hypot2(p.rx, p.ry);
+  const A q_len = hypot2(qx, qy);
+  const bool nan = q_len != q_len || radius_floor != radius_floor;
+  p.rad = A(kRadius) * (nan ? q_len + radius_floor : (q_len > radius_floor ? q_len : radius_floor));
+  p.det = p.a * p.d - p.b * p.c;
+  return p;
+}
+
 // What the evaluation g_t at the trial q + d makes of the step: the trial's state (its
 // radius not yet set), whether it is accepted, and the next radius before the fold rule.
 template <typename A>
@@ -240,22 +285,23 @@ TA_HD Outcome<A> step_outcome(const Point<A>& s, const Step<A>& st, const Eval<A
 }
 
 // ---------------------------------------------------------------- arguments
-inline void check_args(const Tensor& centers, const Tensor& params, const Tensor& targets,
-                       const Tensor& start, const Tensor& radius, int64_t max_iter) {
+inline void check_args(const Tensor& centers, const Tensor& params, const Tensor& start_centers,
+                       const Tensor& start_params, const Tensor& targets, int64_t max_iter) {
   TA_CHECK(centers.dim() == 3 && centers.size(2) == 2, kOp,
            "`centers` must have shape [B, N, 2], got ", shape_str(centers));
   const ScalarType st = centers.scalar_type();
   check_tensor_arg(kOp, centers, "centers", centers, "centers", st);
   const int64_t B = centers.size(0), N = centers.size(1);
+  TA_CHECK(N >= 1, kOp, "`centers` must have at least one centre, got ", shape_str(centers));
   check_tensor_arg(kOp, params, "params", centers, "centers", st);
   check_sizes(kOp, params, "params", {B, N + 3, 2}, "[B, N + 3, 2]");
+  check_tensor_arg(kOp, start_centers, "start_centers", centers, "centers", st);
+  check_sizes(kOp, start_centers, "start_centers", {B, -1, 2}, "[B, Nf, 2]");
+  const int64_t Nf = start_centers.size(1);
+  check_tensor_arg(kOp, start_params, "start_params", centers, "centers", st);
+  check_sizes(kOp, start_params, "start_params", {B, Nf + 3, 2}, "[B, Nf + 3, 2]");
   check_tensor_arg(kOp, targets, "targets", centers, "centers", st);
   check_sizes(kOp, targets, "targets", {B, 3, -1}, "[B, 3, M]");
-  const int64_t M = targets.size(2);
-  check_tensor_arg(kOp, start, "start", centers, "centers", st);
-  check_sizes(kOp, start, "start", {B, 2, M}, "[B, 2, M]");
-  check_tensor_arg(kOp, radius, "radius", centers, "centers", st);
-  check_sizes(kOp, radius, "radius", {B, M}, "[B, M]");
   TA_CHECK(max_iter >= 0, kOp, "`max_iter` must be >= 0, got ", max_iter);
 }
 

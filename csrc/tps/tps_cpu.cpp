@@ -18,9 +18,9 @@ namespace {
 
 constexpr int64_t kLanes = 16;
 
-// g and its Jacobian at cnt <= kLanes points (qx, qy) -> out[0..cnt). The unused lanes
-// repeat point 0.
-template <typename A>
+// g (and, with kJacobian, its Jacobian) at cnt <= kLanes points (qx, qy) -> out[0..cnt).
+// The unused lanes repeat point 0.
+template <bool kJacobian, typename A>
 [[gnu::always_inline]] inline void eval_lanes_impl(const A* c, const A* w, const A* aff,
                                                    int64_t n, const A* qx_in, const A* qy_in,
                                                    int64_t cnt, Eval<A>* out) {
@@ -43,16 +43,23 @@ template <typename A>
   // the centres in order, vectorised across the lanes
   for (int64_t i = 0; i < n; ++i) {
     const A cx = c[2 * i], cy = c[2 * i + 1], wx = w[2 * i], wy = w[2 * i + 1];
+    if constexpr (kJacobian) {
 #pragma omp simd
-    for (int64_t l = 0; l < kLanes; ++l) {
-      Eval<A> e{vx[l], vy[l], jxx[l], jxy[l], jyx[l], jyy[l]};
-      add_center(e, qx[l], qy[l], cx, cy, wx, wy);
-      vx[l] = e.vx;
-      vy[l] = e.vy;
-      jxx[l] = e.jxx;
-      jxy[l] = e.jxy;
-      jyx[l] = e.jyx;
-      jyy[l] = e.jyy;
+      for (int64_t l = 0; l < kLanes; ++l) {
+        Eval<A> e{vx[l], vy[l], jxx[l], jxy[l], jyx[l], jyy[l]};
+        add_center(e, qx[l], qy[l], cx, cy, wx, wy);
+        vx[l] = e.vx;
+        vy[l] = e.vy;
+        jxx[l] = e.jxx;
+        jxy[l] = e.jxy;
+        jyx[l] = e.jyx;
+        jyy[l] = e.jyy;
+      }
+    } else {
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        add_center_value(vx[l], vy[l], qx[l], qy[l], cx, cy, wx, wy);
+      }
     }
   }
   for (int64_t l = 0; l < cnt; ++l) out[l] = Eval<A>{vx[l], vy[l], jxx[l], jxy[l], jyx[l], jyy[l]};
@@ -63,9 +70,13 @@ template <typename A>
 // a * b + c is contracted into an FMA (-ffp-contract=off), so every variant gives bitwise
 // the same values; only the number of lanes per instruction changes.
 #define TA_TPS_EVAL_VARIANT(A, name, target)                                              \
-  target void name(const A* c, const A* w, const A* aff, int64_t n, const A* qx,          \
-                   const A* qy, int64_t cnt, Eval<A>* out) {                              \
-    eval_lanes_impl(c, w, aff, n, qx, qy, cnt, out);                                      \
+  target void name(bool jacobian, const A* c, const A* w, const A* aff, int64_t n,        \
+                   const A* qx, const A* qy, int64_t cnt, Eval<A>* out) {                 \
+    if (jacobian) {                                                                       \
+      eval_lanes_impl<true>(c, w, aff, n, qx, qy, cnt, out);                              \
+    } else {                                                                              \
+      eval_lanes_impl<false>(c, w, aff, n, qx, qy, cnt, out);                             \
+    }                                                                                     \
   }
 TA_TPS_EVAL_VARIANT(float, eval_lanes_baseline, )
 TA_TPS_EVAL_VARIANT(double, eval_lanes_baseline, )
@@ -78,8 +89,8 @@ TA_TPS_EVAL_VARIANT(double, eval_lanes_avx512, TA_TARGET("avx512f"))
 #undef TA_TPS_EVAL_VARIANT
 
 template <typename A>
-using EvalLanes = void (*)(const A*, const A*, const A*, int64_t, const A*, const A*, int64_t,
-                           Eval<A>*);
+using EvalLanes = void (*)(bool, const A*, const A*, const A*, int64_t, const A*, const A*,
+                           int64_t, Eval<A>*);
 
 template <typename A>
 EvalLanes<A> pick_eval_lanes() {
@@ -93,15 +104,7 @@ EvalLanes<A> pick_eval_lanes() {
   return &eval_lanes_baseline;
 }
 
-// The state of point m of one sample (rows of stride M).
-template <typename A>
-Point<A> load_point(const A* s, int64_t M, int64_t m) {
-  return Point<A>{s[kRowQ * M + m],      s[(kRowQ + 1) * M + m],  s[kRowR * M + m],
-                  s[(kRowR + 1) * M + m], s[kRowJx * M + m],       s[(kRowJx + 1) * M + m],
-                  s[kRowJy * M + m],      s[(kRowJy + 1) * M + m], s[kRowNr * M + m],
-                  s[kRowRad * M + m],     s[kRowDet * M + m]};
-}
-
+// Writes point m's state into the planar rows s (stride M).
 template <typename A>
 void store_point(A* s, int64_t M, int64_t m, const Point<A>& p) {
   s[kRowQ * M + m] = p.qx;
@@ -123,48 +126,44 @@ bool running(const Point<A>& s, A tol) {
 }
 
 template <typename A>
-void inverse_samples(const A* centers, const A* params, const A* targets, const A* start,
-                     const A* radius, int64_t B, int64_t N, int64_t M, int64_t max_iter,
-                     A* state, bool* folds) {
+void inverse_samples(const A* centers, const A* params, const A* start_centers,
+                     const A* start_params, const A* targets, int64_t B, int64_t N, int64_t Nf,
+                     int64_t M, int64_t max_iter, A* state, bool* folds) {
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(N * M, 1));
   const EvalLanes<A> eval_lanes = pick_eval_lanes<A>();
   torch::stable::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
+    std::vector<Point<A>> pts(static_cast<size_t>(M));
     std::vector<int64_t> active(static_cast<size_t>(M));
     std::vector<Step<A>> steps(static_cast<size_t>(M));
     std::vector<Outcome<A>> outcomes(static_cast<size_t>(M));
     alignas(64) A tx[kLanes], ty[kLanes];
-    Eval<A> ev[kLanes];
+    Eval<A> ev[kLanes], ev_f[kLanes];
     for (int64_t b = begin; b < end; ++b) {
       const A* c = centers + b * N * 2;
       const A* w = params + b * (N + 3) * 2;
       const A* aff = w + N * 2;
+      const A* cf = start_centers + b * Nf * 2;
+      const A* wf = start_params + b * (Nf + 3) * 2;
       const A* px = targets + b * 3 * M;
       const A* py = px + M;
       const A* tol = py + M;
-      const A* q0 = start + b * 2 * M;
-      A* s = state + b * kStateRows * M;
+      const A floor = start_radius_floor(c, N);
       bool fold = false;
-      // the state at the start
+      // the start q0 = f(p), its radius, and g there
       int64_t K = 0;
       for (int64_t m0 = 0; m0 < M; m0 += kLanes) {
         const int64_t cnt = std::min(kLanes, M - m0);
-        eval_lanes(c, w, aff, N, q0 + m0, q0 + M + m0, cnt, ev);
+        eval_lanes(false, cf, wf, wf + Nf * 2, Nf, px + m0, py + m0, cnt, ev_f);
+        for (int64_t l = 0; l < cnt; ++l) {
+          tx[l] = ev_f[l].vx;
+          ty[l] = ev_f[l].vy;
+        }
+        eval_lanes(true, c, w, aff, N, tx, ty, cnt, ev);
         for (int64_t l = 0; l < cnt; ++l) {
           const int64_t m = m0 + l;
-          Point<A> p;
-          p.qx = q0[m];
-          p.qy = q0[M + m];
-          p.rx = ev[l].vx - px[m];
-          p.ry = ev[l].vy - py[m];
-          p.a = ev[l].jxx;
-          p.c = ev[l].jxy;
-          p.b = ev[l].jyx;
-          p.d = ev[l].jyy;
-          p.nr = hypot2(p.rx, p.ry);
-          p.rad = radius[b * M + m];
-          p.det = p.a * p.d - p.b * p.c;
+          Point<A>& p = pts[m];
+          p = start_point(tx[l], ty[l], ev[l], px[m], py[m], floor);
           fold |= p.det <= A(0);
-          store_point(s, M, m, p);
           if (running(p, tol[m])) active[K++] = m;
         }
       }
@@ -173,16 +172,15 @@ void inverse_samples(const A* centers, const A* params, const A* targets, const 
         for (int64_t k0 = 0; k0 < K; k0 += kLanes) {
           const int64_t cnt = std::min(kLanes, K - k0);
           for (int64_t l = 0; l < cnt; ++l) {
-            const Point<A> p = load_point(s, M, active[k0 + l]);
+            const Point<A>& p = pts[active[k0 + l]];
             steps[k0 + l] = newton_dogleg_step(p);
             tx[l] = p.qx + steps[k0 + l].dx;
             ty[l] = p.qy + steps[k0 + l].dy;
           }
-          eval_lanes(c, w, aff, N, tx, ty, cnt, ev);
+          eval_lanes(true, c, w, aff, N, tx, ty, cnt, ev);
           for (int64_t l = 0; l < cnt; ++l) {
             const int64_t m = active[k0 + l];
-            const Point<A> p = load_point(s, M, m);
-            outcomes[k0 + l] = step_outcome(p, steps[k0 + l], ev[l], px[m], py[m]);
+            outcomes[k0 + l] = step_outcome(pts[m], steps[k0 + l], ev[l], px[m], py[m]);
             fold |= outcomes[k0 + l].trial.det <= A(0);
           }
         }
@@ -194,31 +192,35 @@ void inverse_samples(const A* centers, const A* params, const A* targets, const 
           const Outcome<A>& o = outcomes[k];
           A rad = o.rad;
           if (patience_over && fold && !(o.accept && !steps[k].outside)) rad = A(0);
-          Point<A> p = o.accept ? o.trial : load_point(s, M, m);
+          Point<A>& p = pts[m];
+          if (o.accept) p = o.trial;
           p.rad = rad;
-          store_point(s, M, m, p);
           if (running(p, tol[m])) active[next++] = m;
         }
         K = next;
       }
+      A* s = state + b * kStateRows * M;
+      for (int64_t m = 0; m < M; ++m) store_point(s, M, m, pts[m]);
       folds[b] = fold;
     }
   });
 }
 
 std::tuple<Tensor, Tensor> tps_inverse_cpu(const Tensor& centers, const Tensor& params,
-                                           const Tensor& targets, const Tensor& start,
-                                           const Tensor& radius, int64_t max_iter) {
-  check_args(centers, params, targets, start, radius, max_iter);
-  const int64_t B = centers.size(0), N = centers.size(1), M = targets.size(2);
+                                           const Tensor& start_centers,
+                                           const Tensor& start_params, const Tensor& targets,
+                                           int64_t max_iter) {
+  check_args(centers, params, start_centers, start_params, targets, max_iter);
+  const int64_t B = centers.size(0), N = centers.size(1), Nf = start_centers.size(1);
+  const int64_t M = targets.size(2);
   Tensor state = empty(kOp, centers, {B, kStateRows, M}, "state");
   Tensor folds = empty(kOp, centers, {B, 1}, ScalarType::Bool, "folds");
   if (B == 0) return {state, folds};
   dispatch_cpu_floating(kOp, centers.scalar_type(), [&](auto tag) {
     using A = decltype(tag);
     inverse_samples<A>(centers.const_data_ptr<A>(), params.const_data_ptr<A>(),
-                       targets.const_data_ptr<A>(), start.const_data_ptr<A>(),
-                       radius.const_data_ptr<A>(), B, N, M, max_iter,
+                       start_centers.const_data_ptr<A>(), start_params.const_data_ptr<A>(),
+                       targets.const_data_ptr<A>(), B, N, Nf, M, max_iter,
                        state.mutable_data_ptr<A>(), folds.mutable_data_ptr<bool>());
   });
   return {state, folds};

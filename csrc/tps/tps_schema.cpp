@@ -3,6 +3,6 @@
 
 STABLE_TORCH_LIBRARY_FRAGMENT(torch_artic, m) {
   m.def(
-      "tps_inverse(Tensor centers, Tensor params, Tensor targets, Tensor start, Tensor radius, "
-      "int max_iter) -> (Tensor state, Tensor folds)");
+      "tps_inverse(Tensor centers, Tensor params, Tensor start_centers, Tensor start_params, "
+      "Tensor targets, int max_iter) -> (Tensor state, Tensor folds)");
 }
