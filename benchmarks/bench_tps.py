@@ -151,6 +151,41 @@ def back_to_back(device: str, threads: int | None, pairs: int) -> dict:
     return dict(ratio, pairs=pairs, load=(load0, load_average()))
 
 
+def tps_inverse_native() -> bool:
+    """Whether the native ``tps_inverse`` kernel is loaded (CPU)."""
+    from torch_artic import tps
+
+    return bool(tps._TPS_INVERSE.kernels.get("cpu"))
+
+
+def inverse_op(device: str, threads: int | None, repeats: int) -> dict:
+    """The ``tps_inverse`` op alone on the points case's splines (centred, as
+    ``tps_warp`` calls it): the native kernel and its torch reference interleaved in this
+    process (:func:`benchmarks.harness.interleaved`), medians in ms; and the native kernel
+    with ``max_iter=0`` (the start only: ``f(p)``, and ``g`` with its Jacobian there)."""
+    import torch
+
+    from torch_artic import tps
+    from torch_artic.tps import _fit, _tolerance
+
+    if threads:
+        torch.set_num_threads(threads)
+    src, dst, pts = (t.detach() for t in _point_inputs(device))
+    o = dst.mean(1, keepdim=True)
+    src, dst, pts = src - o, dst - o, pts - o
+    pt = torch.cat((pts.transpose(1, 2), _tolerance(pts, None)[:, None]), 1).contiguous()
+    g, f = _fit(dst, src, 0.0).contiguous(), _fit(src, dst, 0.0).contiguous()
+    args = (dst.contiguous(), g, src.contiguous(), f, pt, 20)
+    op = torch.ops.torch_artic.tps_inverse.default
+    steps = {
+        "native": lambda: op(*args),
+        "start only": lambda: op(*args[:-1], 0),
+        "reference": lambda: tps._inverse_reference(*args),
+    }
+    t = interleaved(steps, repeats)
+    return {k: statistics.median(v["wall"]) for k, v in t.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_arguments(parser)
@@ -218,6 +253,14 @@ def main() -> None:
             f"(load average {b2b['load'][0]:.2f} -> {b2b['load'][1]:.2f})"
         )
     results += own
+    if args.device == "cpu" and tps_inverse_native():
+        ms = inverse_op(args.device, args.threads, 4 * args.repeats)
+        print()
+        print(
+            f"tps_inverse op alone, {pcase} (medians of {4 * args.repeats}, interleaved): native "
+            f"{ms['native']:.2f} ms (start only {ms['start only']:.2f} ms), torch reference "
+            f"{ms['reference']:.2f} ms: {ms['reference'] / ms['native']:.1f}x"
+        )
     if args.json:
         save(results, args.json, run)
 
