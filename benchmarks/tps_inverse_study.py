@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 
 import torch_artic.tps as T  # noqa: E402
-from torch_artic import random_tps, tps_warp  # noqa: E402
+from torch_artic import force_reference, random_tps, tps_warp  # noqa: E402
 
 
 def min_det(src: torch.Tensor, dst: torch.Tensor, lim: float = 2.0, k: int = 101):
@@ -55,32 +55,24 @@ def min_det(src: torch.Tensor, dst: torch.Tensor, lim: float = 2.0, k: int = 101
 
 
 def no_sync_run(src, dst, points, max_iter: int):
-    """The no-sync path (``check=False``), recording each point's iteration count."""
+    """The no-sync path (``check=False``: the torch iteration, a fixed number of steps, as
+    on CUDA; on CPU the native kernel runs otherwise), recording each point's iteration
+    count."""
     counts = torch.zeros(points.shape[:2], dtype=torch.long)
-    step = T._newton_step
+    step, can_sync = T._newton_step, T._can_sync
 
     def counting(spl, pt, s, folds, it):
         counts.add_(((s[:, T._NR] > pt[:, 2]) & (s[:, T._RAD] > 0)).long())
         return step(spl, pt, s, folds, it)
 
-    T._newton_step = counting
+    T._newton_step, T._can_sync = counting, lambda t: False
+    opts = dict(normalized=True, regularization=0.0, interpolation="bilinear")
+    opts.update(padding="border", inverse="newton", max_iter=max_iter, tol=None, check=False)
     try:
-        q = T._warp(
-            src,
-            dst,
-            None,
-            points,
-            normalized=True,
-            regularization=0.0,
-            interpolation="bilinear",
-            padding="border",
-            inverse="newton",
-            max_iter=max_iter,
-            tol=None,
-            check=False,
-        ).points
+        with force_reference():
+            q = T._warp(src, dst, None, points, **opts).points
     finally:
-        T._newton_step = step
+        T._newton_step, T._can_sync = step, can_sync
     return q, counts
 
 

@@ -25,7 +25,9 @@
 #   5. smoke test: a fresh venv with torch==2.13.0, numpy, scipy; the repaired wheel
 #      installed with --no-deps; backend_info()['extension'] == 'loaded';
 #      every native op with a CPU kernel; pairwise_distance_variance vs
-#      torch.cdist(x, x).var(0) (values and a backward); a C++ exception thrown inside
+#      torch.cdist(x, x).var(0) (values and a backward); tps_warp's exact inverse vs its
+#      torch reference, and bitwise the same with TORCH_ARTIC_CPU_ISA=baseline; a C++
+#      exception thrown inside
 #      a kernel arrives in Python as RuntimeError; every unversioned undefined symbol
 #      of _C.abi3.so is defined by CPython or by this torch's libraries.
 #
@@ -102,6 +104,27 @@ except RuntimeError as exc:
     print("kernel error reaches Python:", str(exc).splitlines()[0][:100])
 else:
     raise AssertionError("a [3, 4] input to pairwise_distance_stats did not raise")
+# The exact TPS inverse: its evaluation is compiled per instruction set and picked at run
+# time (csrc/common/cpu.h, cpuid in inline assembly): native agrees with the torch
+# reference, and capped to baseline x86-64 it gives the very same bits.
+import sys
+tps_check = """
+import sys, torch, torch_artic as ta
+src, dst = ta.random_tps(4, noise_scale=0.08, generator=torch.Generator().manual_seed(0))
+p = torch.rand(4, 50, 2, generator=torch.Generator().manual_seed(1)) * 1.6 - 0.8
+q = ta.tps_warp(src, dst, points=p).points
+with ta.force_reference():
+    q_ref = ta.tps_warp(src, dst, points=p).points
+torch.testing.assert_close(q, q_ref, atol=1e-5, rtol=0)
+sys.stdout.write(repr(q.flatten().tolist()))
+"""
+runs = [
+    subprocess.run([sys.executable, "-c", tps_check], capture_output=True, text=True, check=True,
+                   env={**os.environ, **cap}).stdout
+    for cap in ({}, {"TORCH_ARTIC_CPU_ISA": "baseline"})
+]
+assert runs[0] == runs[1], "tps_inverse: the instruction-set variants differ"
+print("tps_inverse: native = reference, every instruction-set variant the same bits")
 # Every unversioned undefined symbol of the extension must be CPython's or defined by
 # THIS torch's libraries (e.g. libstdc++ >= 9 helpers that torch's libc10 exports), so
 # that it resolves even where the system libstdc++ is older than the build machine's.

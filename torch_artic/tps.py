@@ -6,9 +6,10 @@ A warp is given by control points ``src [B, N, 2]`` and ``dst [B, N, 2]``: conte
 
 - an image is resampled through ``g``: ``out(x) = image(g(x))``, so the content at
   ``src_i`` lands at ``dst_i``;
-- a point ``p`` moves to ``g^{-1}(p)``, found by batched Newton steps on ``g(q) = p``
-  safeguarded by a trust region (Powell's dogleg on ``|g(q) - p|``, branch-free) from the
-  estimate of the forward-fitted spline ``f`` (``f(src_i) = dst_i``).
+- a point ``p`` moves to ``g^{-1}(p)``, found by Newton steps on ``g(q) = p`` safeguarded
+  by a trust region (Powell's dogleg on ``|g(q) - p|``) from the estimate of the
+  forward-fitted spline ``f`` (``f(src_i) = dst_i``): per point in a native CPU kernel
+  (the ``tps_inverse`` op), batched and branch-free in its torch reference (CUDA).
 
 Images and points therefore agree to the accuracy of the image resampling itself,
 which fitting a second spline ``src -> dst`` for the points (the usual shortcut) does not
@@ -866,10 +867,12 @@ def tps_warp(
             from where the image's content goes (see the docs).
         max_iter: maximal iterations (``>= 1``; one spline evaluation each; 20 suffice on
             every warp that does not fold in the docs' study, which needs at most 11). On
-            CPU the iteration stops when every point has converged and runs only on the
-            points still unconverged; elsewhere (and under ``torch.compile``) exactly
-            ``max_iter`` iterations run on every point, with no host synchronisation, and
-            give the same points. In a warp seen to fold (``det J_g <= 0`` at an iterate),
+            CPU a native kernel (``tps_inverse``) iterates per point and stops each point
+            when it has converged (also under ``torch.compile``); elsewhere, or with
+            :func:`~torch_artic.force_reference`, the torch iteration runs (on CUDA and
+            under ``torch.compile`` exactly ``max_iter`` iterations on every point, with no
+            host synchronisation) and gives the same points. In a warp seen to fold
+            (``det J_g <= 0`` at an iterate),
             from the third iteration on, a point stops (NaN) unless it takes an accepted
             full Newton step.
         tol: convergence threshold on ``|g(q) - p|``, in the coordinates' units (pixels with
@@ -910,7 +913,8 @@ def tps_warp(
 
     Cost: ``O(B N^3)`` for the ``(N+3)``-square solves (one batched call), ``O(B H W N)`` for
     the image (one ``[B, H W, N]`` radial matrix and two batched matmuls), ``O(B M N)`` per
-    Newton iteration (one ``log`` pass and two batched matmuls for value and Jacobian).
+    Newton iteration (on CPU only for the points still running, in the native kernel;
+    elsewhere one ``log`` pass and two batched matmuls for value and Jacobian).
 
     Example:
         >>> src, dst = random_tps(2, generator=torch.Generator().manual_seed(0))
