@@ -27,9 +27,9 @@
 #      every native op with a CPU kernel; pairwise_distance_variance vs
 #      torch.cdist(x, x).var(0) (values and a backward); tps_warp's exact inverse vs its
 #      torch reference, and bitwise the same with TORCH_ARTIC_CPU_ISA=baseline; a C++
-#      exception thrown inside
-#      a kernel arrives in Python as RuntimeError; every unversioned undefined symbol
-#      of _C.abi3.so is defined by CPython or by this torch's libraries.
+#      exception thrown inside a kernel arrives in Python as RuntimeError; every
+#      unversioned undefined symbol of _C.abi3.so is defined by CPython or by this
+#      torch's libraries.
 #
 # Route to manylinux_2_28, and why
 # ---------------------------------
@@ -80,7 +80,7 @@ smoke_test() {
   local d rc=0
   d=$(mktemp -d)
   (cd "$d" && "$1" - <<'PY') || rc=$?
-import glob, os, shutil, subprocess
+import glob, os, shutil, subprocess, sys
 
 import torch
 import torch_artic as ta
@@ -107,7 +107,6 @@ else:
 # The exact TPS inverse: its evaluation is compiled per instruction set and picked at run
 # time (csrc/common/cpu.h, cpuid in inline assembly): native agrees with the torch
 # reference, and capped to baseline x86-64 it gives the very same bits.
-import sys
 tps_check = """
 import sys, torch, torch_artic as ta
 src, dst = ta.random_tps(4, noise_scale=0.08, generator=torch.Generator().manual_seed(0))

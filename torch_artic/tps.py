@@ -703,9 +703,10 @@ def _min_det_on_box(spl: _PlanarSpline, lo: torch.Tensor, hi: torch.Tensor, k: i
     return _det(jx, jy).amin(-1)
 
 
-def _report(spl, pt, s, folds, ok, finite, max_iter: int) -> None:
+def _report(g, centers, pt, s, folds, ok, finite, max_iter: int) -> None:
     """CPU only: warn about points that did not converge (NaN) and points whose root lies
-    where the warp folds over, and say, from ``det J_g``, which warps fold."""
+    where the warp folds over, and say, from ``det J_g``, which warps fold (``g``: the
+    spline's parameters ``[B, N + 3, 2]``, ``centers [B, N, 2]``)."""
     det = s[:, _DET]
     failed = finite & ~ok
     folded_root = ok & (det <= 0)
@@ -717,9 +718,8 @@ def _report(spl, pt, s, folds, ok, finite, max_iter: int) -> None:
         fold_mask = folds[:, 0] & failed.any(1)
         rows = (failed.any(1) & ~fold_mask).nonzero().flatten()
         if rows.numel():
-            sub = _PlanarSpline(spl.ca[rows], spl.w8[rows], spl.a[rows])
-            centers = -0.5 * sub.ca[:, :, :2].transpose(1, 2)
-            pts = torch.cat((s[rows, _Q], pt[rows, :2], centers), 2)
+            sub = _planar_spline(g[rows], centers[rows])
+            pts = torch.cat((s[rows, _Q], pt[rows, :2], centers[rows].transpose(1, 2)), 2)
             fold_mask[rows] = _min_det_on_box(sub, pts.amin(2), pts.amax(2)) <= 0
         flat_mask = failed.any(1) & ~fold_mask
         msg.append(
@@ -778,7 +778,7 @@ def _inverse_points(
         s, folds = _TPS_INVERSE(dst_, g_, src_, f_, pt, max_iter)
         ok = (s[:, _NR] <= tol) & finite
         if check:
-            _report(_planar_spline(g_, dst_), pt, s, folds, ok, finite, max_iter)
+            _report(g_, dst_, pt, s, folds, ok, finite, max_iter)
         fail = ~ok[:, None]
         all_ok = check and not bool(fail.any())
         if not all_ok:  # finite stand-ins (q = 0, r = 0, J = I): zero gradients there
@@ -973,7 +973,7 @@ def tps_warp(
         isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0.0 < tol < float("inf")
     ):
         raise ValueError(f"`tol` must be a finite float > 0 or None, got {tol!r}")
-    check = src.device.type == "cpu" and not torch.compiler.is_compiling()
+    check = _can_sync(src)
     return _warp(
         src,
         dst,

@@ -122,32 +122,44 @@ TA_HD Eval<A> affine_part(const A* a, A x, A y) {
   return Eval<A>{a[0] + x * a[2] + y * a[4], a[1] + x * a[3] + y * a[5], a[2], a[3], a[4], a[5]};
 }
 
-// Adds centre (cx, cy) with weight (wx, wy) at q = (x, y).
+// One centre's radial term at q = (x, y): the offset q - c, log r^2 (r^2 clamped to the
+// smallest normal number; NaN stays NaN) and U = r^2 log(r^2) / 2.
+template <typename A>
+struct Radial {
+  A dx, dy, lg, u;
+};
+
+template <typename A>
+TA_HD Radial<A> radial(A x, A y, A cx, A cy) {
+  Radial<A> k;
+  k.dx = x - cx;
+  k.dy = y - cy;
+  A r2 = k.dx * k.dx + k.dy * k.dy;
+  r2 = r2 < std::numeric_limits<A>::min() ? std::numeric_limits<A>::min() : r2;
+  k.lg = tps_log(r2);
+  k.u = A(0.5) * r2 * k.lg;
+  return k;
+}
+
+// Adds centre (cx, cy) with weight (wx, wy) at q = (x, y): value and Jacobian.
 template <typename A>
 TA_HD void add_center(Eval<A>& g, A x, A y, A cx, A cy, A wx, A wy) {
-  const A dx = x - cx, dy = y - cy;
-  A r2 = dx * dx + dy * dy;
-  r2 = r2 < std::numeric_limits<A>::min() ? std::numeric_limits<A>::min() : r2;  // NaN stays
-  const A lg = tps_log(r2);
-  const A u = A(0.5) * r2 * lg;
-  g.vx += wx * u;
-  g.vy += wy * u;
-  const A gx = (lg + A(1)) * dx, gy = (lg + A(1)) * dy;
+  const Radial<A> k = radial(x, y, cx, cy);
+  g.vx += wx * k.u;
+  g.vy += wy * k.u;
+  const A gx = (k.lg + A(1)) * k.dx, gy = (k.lg + A(1)) * k.dy;
   g.jxx += wx * gx;
   g.jxy += wy * gx;
   g.jyx += wx * gy;
   g.jyy += wy * gy;
 }
 
-// Adds centre (cx, cy) with weight (wx, wy) to the value (vx, vy) only.
+// The same for the value (vx, vy) only.
 template <typename A>
 TA_HD void add_center_value(A& vx, A& vy, A x, A y, A cx, A cy, A wx, A wy) {
-  const A dx = x - cx, dy = y - cy;
-  A r2 = dx * dx + dy * dy;
-  r2 = r2 < std::numeric_limits<A>::min() ? std::numeric_limits<A>::min() : r2;  // NaN stays
-  const A u = A(0.5) * r2 * tps_log(r2);
-  vx += wx * u;
-  vy += wy * u;
+  const Radial<A> k = radial(x, y, cx, cy);
+  vx += wx * k.u;
+  vy += wy * k.u;
 }
 
 // ---------------------------------------------------------------- one iteration
@@ -221,8 +233,8 @@ TA_HD Step<A> newton_dogleg_step(const Point<A>& s) {
   return out;
 }
 
-// The trust radius at the start: kRadius max(the RMS radius of g's centres, |q0|) (NaN if
-// either is NaN), so that it scales with the coordinates.
+// The RMS radius of g's centres: the trust radius at the start is kRadius max(it, |q0|),
+// so that it scales with the coordinates.
 template <typename A>
 TA_HD A start_radius_floor(const A* centers, int64_t n) {
   A sum = A(0);
@@ -232,9 +244,9 @@ TA_HD A start_radius_floor(const A* centers, int64_t n) {
   return hd_sqrt(sum / A(n));
 }
 
-// A point's state at the start q0, with g's value and Jacobian there.
+// The state at q (all but the radius) from g's value and Jacobian there, for target p.
 template <typename A>
-TA_HD Point<A> start_point(A qx, A qy, const Eval<A>& g, A px, A py, A radius_floor) {
+TA_HD Point<A> point_at(A qx, A qy, const Eval<A>& g, A px, A py) {
   Point<A> p;
   p.qx = qx;
   p.qy = qy;
@@ -245,10 +257,17 @@ TA_HD Point<A> start_point(A qx, A qy, const Eval<A>& g, A px, A py, A radius_fl
   p.b = g.jyx;
   p.d = g.jyy;
   p.nr = hypot2(p.rx, p.ry);
-  const A q_len = hypot2(qx, qy);
-  const bool nan = q_len != q_len || radius_floor != radius_floor;
-  p.rad = A(kRadius) * (nan ? q_len + radius_floor : (q_len > radius_floor ? q_len : radius_floor));
   p.det = p.a * p.d - p.b * p.c;
+  return p;
+}
+
+// A point's state at the start q0, with its trust radius.
+template <typename A>
+TA_HD Point<A> start_point(A qx, A qy, const Eval<A>& g, A px, A py, A radius_floor) {
+  Point<A> p = point_at(qx, qy, g, px, py);
+  const A q_len = hypot2(qx, qy);
+  // max(q_len, radius_floor), NaN if either is (as torch.maximum)
+  p.rad = A(kRadius) * (q_len > radius_floor || q_len != q_len ? q_len : radius_floor);
   return p;
 }
 
@@ -262,20 +281,11 @@ struct Outcome {
 };
 
 template <typename A>
-TA_HD Outcome<A> step_outcome(const Point<A>& s, const Step<A>& st, const Eval<A>& g, A px, A py) {
+TA_HD Outcome<A> step_outcome(const Point<A>& s, const Step<A>& st, const Eval<A>& g, A px,
+                              A py) {
   Outcome<A> o;
-  Point<A>& t = o.trial;
-  t.qx = s.qx + st.dx;
-  t.qy = s.qy + st.dy;
-  t.rx = g.vx - px;
-  t.ry = g.vy - py;
-  t.a = g.jxx;
-  t.c = g.jxy;
-  t.b = g.jyx;
-  t.d = g.jyy;
-  t.nr = hypot2(t.rx, t.ry);
-  t.det = t.a * t.d - t.b * t.c;
-  const A actual = s.nr * s.nr - t.nr * t.nr;
+  o.trial = point_at(s.qx + st.dx, s.qy + st.dy, g, px, py);
+  const A actual = s.nr * s.nr - o.trial.nr * o.trial.nr;
   o.accept = actual > A(kAccept) * st.predicted;
   const A s_len = hypot2(st.dx, st.dy);
   const bool poor = (actual < A(0.25) * st.predicted) | (st.predicted <= A(0));

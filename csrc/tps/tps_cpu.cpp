@@ -18,21 +18,12 @@ namespace {
 
 constexpr int64_t kLanes = 16;
 
-// g (and, with kJacobian, its Jacobian) at cnt <= kLanes points (qx, qy) -> out[0..cnt).
-// The unused lanes repeat point 0.
-template <bool kJacobian, typename A>
-[[gnu::always_inline]] inline void eval_lanes_impl(const A* c, const A* w, const A* aff,
-                                                   int64_t n, const A* qx_in, const A* qy_in,
-                                                   int64_t cnt, Eval<A>* out) {
-  alignas(64) A qx[kLanes], qy[kLanes];
+// The sums of kLanes points, one array per component (what the loops vectorise over).
+template <typename A>
+struct LaneSums {
   alignas(64) A vx[kLanes], vy[kLanes], jxx[kLanes], jxy[kLanes], jyx[kLanes], jyy[kLanes];
-  for (int64_t l = 0; l < kLanes; ++l) {
-    qx[l] = qx_in[l < cnt ? l : 0];
-    qy[l] = qy_in[l < cnt ? l : 0];
-  }
-#pragma omp simd
-  for (int64_t l = 0; l < kLanes; ++l) {
-    const Eval<A> e = affine_part(aff, qx[l], qy[l]);
+  Eval<A> get(int64_t l) const { return Eval<A>{vx[l], vy[l], jxx[l], jxy[l], jyx[l], jyy[l]}; }
+  void set(int64_t l, const Eval<A>& e) {
     vx[l] = e.vx;
     vy[l] = e.vy;
     jxx[l] = e.jxx;
@@ -40,29 +31,40 @@ template <bool kJacobian, typename A>
     jyx[l] = e.jyx;
     jyy[l] = e.jyy;
   }
+};
+
+// g (and, with kJacobian, its Jacobian) at cnt <= kLanes points (qx, qy) -> out[0..cnt).
+// The unused lanes repeat point 0.
+template <bool kJacobian, typename A>
+[[gnu::always_inline]] inline void eval_lanes_impl(const A* c, const A* w, const A* aff,
+                                                   int64_t n, const A* qx_in, const A* qy_in,
+                                                   int64_t cnt, Eval<A>* out) {
+  alignas(64) A qx[kLanes], qy[kLanes];
+  LaneSums<A> sums;
+  for (int64_t l = 0; l < kLanes; ++l) {
+    qx[l] = qx_in[l < cnt ? l : 0];
+    qy[l] = qy_in[l < cnt ? l : 0];
+  }
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) sums.set(l, affine_part(aff, qx[l], qy[l]));
   // the centres in order, vectorised across the lanes
   for (int64_t i = 0; i < n; ++i) {
     const A cx = c[2 * i], cy = c[2 * i + 1], wx = w[2 * i], wy = w[2 * i + 1];
     if constexpr (kJacobian) {
 #pragma omp simd
       for (int64_t l = 0; l < kLanes; ++l) {
-        Eval<A> e{vx[l], vy[l], jxx[l], jxy[l], jyx[l], jyy[l]};
+        Eval<A> e = sums.get(l);
         add_center(e, qx[l], qy[l], cx, cy, wx, wy);
-        vx[l] = e.vx;
-        vy[l] = e.vy;
-        jxx[l] = e.jxx;
-        jxy[l] = e.jxy;
-        jyx[l] = e.jyx;
-        jyy[l] = e.jyy;
+        sums.set(l, e);
       }
     } else {
 #pragma omp simd
       for (int64_t l = 0; l < kLanes; ++l) {
-        add_center_value(vx[l], vy[l], qx[l], qy[l], cx, cy, wx, wy);
+        add_center_value(sums.vx[l], sums.vy[l], qx[l], qy[l], cx, cy, wx, wy);
       }
     }
   }
-  for (int64_t l = 0; l < cnt; ++l) out[l] = Eval<A>{vx[l], vy[l], jxx[l], jxy[l], jyx[l], jyy[l]};
+  for (int64_t l = 0; l < cnt; ++l) out[l] = sums.get(l);
 }
 
 // The evaluation, compiled for AVX-512 and AVX2 besides the baseline (common/cpu.h picks
